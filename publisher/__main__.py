@@ -1,0 +1,5 @@
+from __future__ import annotations
+
+from publisher.cli import main
+
+main()

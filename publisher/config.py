@@ -1,0 +1,277 @@
+"""config.yaml: validated once at start, overridable key by key from the environment.
+
+Every error names the key (dotted path) and the problem, so an operator can fix
+the file from the one line the CLI prints.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from publisher.errors import ConfigError
+
+ENV_PREFIX = "PUBLISHER__"
+CHANNEL_NAMES = ("portal", "rss", "sms", "email", "board")
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteConfig(_Strict):
+    name: str = Field(min_length=1)
+    agency: str = Field(min_length=1)
+    agency_code: str = Field(min_length=1, pattern=r"^[0-9A-Za-z-]+$")
+    base_url: str = Field(pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    timezone: str = "Asia/Shanghai"
+    #: how 索引号 are formed; fields: agency_code, year, serial
+    index_format: str = "{agency_code}/{year}-{serial:05d}"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("index_format")
+    @classmethod
+    def _formattable(cls, value: str) -> str:
+        try:
+            value.format(agency_code="X", year=2024, serial=1)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"cannot be formatted with agency_code, year, serial: {exc}") from None
+        if "{serial" not in value:
+            raise ValueError("must contain {serial}")
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def public_base(self) -> str:
+        return self.base_url.rstrip("/")
+
+
+class StorageConfig(_Strict):
+    url: str = "sqlite:///data/publisher.db"
+    attachments_dir: str = "data/attachments"
+    #: largest attachment accepted, in bytes
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        if not (value.startswith("sqlite:///") or value.startswith(("postgresql://", "postgres://"))):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return value
+
+
+class Category(_Strict):
+    slug: str
+    name: str = Field(min_length=1)
+    keyword: str = Field(min_length=1, pattern=r"^[0-9A-Za-z]+$")
+
+    @field_validator("slug")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not SLUG_RE.match(value):
+            raise ValueError("must be lower-case letters, digits and '-'")
+        return value
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    #: addresses (or CIDR networks) of reverse proxies whose X-Forwarded-* we believe
+    trusted_proxies: list[str] = Field(default_factory=list)
+    #: largest JSON request body, in bytes
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+
+
+class SecurityConfig(_Strict):
+    #: key for residents' addresses at rest (urlsafe base64, 32 bytes)
+    data_key: str | None = None
+    #: or a file that holds it (mode 0600); `make run` creates one
+    data_key_file: str | None = None
+
+
+class ChannelConfig(_Strict):
+    enabled: bool = True
+
+
+class ChannelsConfig(_Strict):
+    portal: ChannelConfig = ChannelConfig()
+    rss: ChannelConfig = ChannelConfig()
+    sms: ChannelConfig = ChannelConfig()
+    email: ChannelConfig = ChannelConfig()
+    board: ChannelConfig = ChannelConfig()
+
+
+class ItemsConfig(_Strict):
+    #: channels an item gets when it names none
+    default_channels: list[Literal["portal", "rss", "sms", "email", "board"]] = Field(
+        default_factory=lambda: list(CHANNEL_NAMES)
+    )
+    max_body_chars: int = Field(default=200_000, gt=0)
+    #: summary length derived from the body when none is given
+    summary_chars: int = Field(default=120, gt=10)
+
+
+class SchedulerConfig(_Strict):
+    #: how often the store is swept for due publications, expiries (seconds)
+    sweep_seconds: float = Field(default=30.0, gt=0)
+
+
+class Config(_Strict):
+    site: SiteConfig
+    storage: StorageConfig = StorageConfig()
+    taxonomy: list[Category] = Field(min_length=1)
+    server: ServerConfig = ServerConfig()
+    security: SecurityConfig = SecurityConfig()
+    channels: ChannelsConfig = ChannelsConfig()
+    items: ItemsConfig = ItemsConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    #: folder of the config file; relative paths are resolved against it
+    base_dir: Path = Path(".")
+
+    @model_validator(mode="after")
+    def _unique_slugs(self) -> Config:
+        for attr in ("slug", "keyword"):
+            seen: set[str] = set()
+            for i, cat in enumerate(self.taxonomy):
+                value = getattr(cat, attr).lower()
+                if value in seen:
+                    raise ValueError(f"taxonomy.{i}.{attr}: {value!r} appears twice")
+                seen.add(value)
+        return self
+
+    def category(self, slug: str) -> Category | None:
+        return next((c for c in self.taxonomy if c.slug == slug), None)
+
+    def resolve_path(self, value: str) -> Path:
+        path = Path(value)
+        return path if path.is_absolute() else (self.base_dir / path)
+
+    @property
+    def database_url(self) -> str:
+        """SQLAlchemy URL with the async driver for the configured store."""
+        url = self.storage.url
+        if url.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + str(self.resolve_path(url[len("sqlite:///") :]))
+        return "postgresql+asyncpg://" + url.split("://", 1)[1]
+
+    @property
+    def attachments_path(self) -> Path:
+        return self.resolve_path(self.storage.attachments_dir)
+
+    def data_key(self) -> bytes:
+        """The key that encrypts residents' addresses; raises ConfigError when unset."""
+        sec = self.security
+        if sec.data_key:
+            raw = sec.data_key
+        elif sec.data_key_file:
+            path = self.resolve_path(sec.data_key_file)
+            try:
+                raw = path.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"security.data_key_file: cannot read {path}: {exc.strerror}"
+                    " (create one with `publisher key generate`)"
+                ) from None
+        else:
+            raise ConfigError("security.data_key: not set (nor security.data_key_file)")
+        return raw.encode()
+
+
+def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    node: Any = tree
+    for i, part in enumerate(path[:-1]):
+        child = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            child = node[int(part)]
+        if child is None:
+            child = {}
+            node[part] = child
+        elif not isinstance(child, dict | list):
+            dotted = ".".join(path[: i + 1])
+            raise ConfigError(f"{dotted}: is a value, cannot override a key below it")
+        node = child
+    last = path[-1]
+    if isinstance(node, list):
+        if not (last.isdigit() and int(last) < len(node)):
+            raise ConfigError(f"{'.'.join(path)}: no such list element")
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def apply_env_overrides(tree: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """PUBLISHER__STORAGE__URL=... overrides storage.url; values parse as YAML scalars."""
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+        if not path:
+            continue
+        raw = environ[name]
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, dict | list):
+            value = raw  # only scalars come from the environment
+        _set_path(tree, path, value)
+    return tree
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    msg = msg.removeprefix("Value error, ")
+    more = len(exc.errors()) - 1
+    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{source}: {loc}: {msg}{tail}"
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, override from the environment, validate. Raises ConfigError naming the key."""
+    environ = os.environ if environ is None else environ
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    try:
+        tree = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of keys")
+    tree = apply_env_overrides(tree, environ)
+    tree["base_dir"] = path.resolve().parent
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, str(path))) from None

@@ -1,0 +1,183 @@
+"""SQLAlchemy Core tables shared by SQLite and PostgreSQL.
+
+The migrations in ``store/migrations`` create exactly these; a test compares them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on both backends.
+
+    SQLite keeps no zone, so values are stored as naive UTC and tagged on the way out.
+    """
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("password_hash", sa.String(255)),
+    sa.Column("disabled", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+    #: SHA-256 of the token; the token itself is shown once and never stored
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    #: first characters of the token, so staff can tell tokens apart when revoking
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime),
+    sa.Column("revoked_at", UTCDateTime),
+)
+
+items = sa.Table(
+    "items",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("index_no", sa.String(128), unique=True),
+    #: the live revision: the published text once the item is published
+    sa.Column("revision", sa.Integer, nullable=False),
+    #: a newer revision under review while the item keeps its live text
+    sa.Column("pending_revision", sa.Integer),
+    sa.Column("pending_state", sa.String(16)),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("created_by", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("published_at", UTCDateTime),
+    sa.Column("expired_at", UTCDateTime),
+    sa.Column("withdrawn_at", UTCDateTime),
+    sa.Column("imported", sa.Boolean, nullable=False, default=False),
+    # copies of the live revision's fields that lists filter and sort on
+    sa.Column("category", sa.String(64), nullable=False),
+    sa.Column("disclosure", sa.String(16), nullable=False),
+    sa.Column("written_at", UTCDateTime, nullable=False),
+    sa.Column("publish_at", UTCDateTime),
+    sa.Column("expires_at", UTCDateTime),
+    sa.Index("ix_items_status_publish_at", "status", "publish_at"),
+    sa.Index("ix_items_status_expires_at", "status", "expires_at"),
+)
+
+revisions = sa.Table(
+    "revisions",
+    metadata,
+    sa.Column("item_id", sa.String(36), sa.ForeignKey("items.id"), primary_key=True),
+    sa.Column("number", sa.Integer, primary_key=True),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("summary", sa.Text),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("category", sa.String(64), nullable=False),
+    sa.Column("agency", sa.String(255), nullable=False),
+    sa.Column("doc_no", sa.String(128)),
+    sa.Column("written_at", UTCDateTime, nullable=False),
+    sa.Column("disclosure", sa.String(16), nullable=False),
+    sa.Column("disclosure_reason", sa.Text),
+    sa.Column("channels", sa.JSON, nullable=False),
+    sa.Column("publish_at", UTCDateTime),
+    sa.Column("expires_at", UTCDateTime),
+    sa.Column("urgent", sa.Boolean, nullable=False, default=False),
+    sa.Column("related", sa.JSON, nullable=False),
+    sa.Column("author", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("correction_note", sa.Text),
+)
+
+attachments = sa.Table(
+    "attachments",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("item_id", sa.String(36), sa.ForeignKey("items.id"), nullable=False, index=True),
+    #: the revision it was added in; shown publicly once that revision is live
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("filename", sa.String(255), nullable=False),
+    sa.Column("content_type", sa.String(255), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+#: append-only: who did what to which item, when, from which status to which
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("item_id", sa.String(36), index=True),
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("from_status", sa.String(16)),
+    sa.Column("to_status", sa.String(16)),
+    sa.Column("revision", sa.Integer),
+    sa.Column("reason", sa.Text),
+    sa.Column("details", sa.JSON, nullable=False),
+)
+
+#: last 索引号 serial handed out per agency code and year
+index_serials = sa.Table(
+    "index_serials",
+    metadata,
+    sa.Column("agency_code", sa.String(64), primary_key=True),
+    sa.Column("year", sa.Integer, primary_key=True),
+    sa.Column("last_serial", sa.Integer, nullable=False),
+)
+
+#: what happened to an item that channels must hear about: published, corrected,
+#: withdrawn, expired. Written in the same transaction as the status change, so a
+#: crash can never publish an item without its event (the fan-out's outbox).
+item_events = sa.Table(
+    "item_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("item_id", sa.String(36), sa.ForeignKey("items.id"), nullable=False, index=True),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    #: the channels this event may reach, after the disclosure rule
+    sa.Column("channels", sa.JSON, nullable=False),
+    sa.Column("urgent", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    #: when the fan-out planned this event's deliveries (null: not yet)
+    sa.Column("planned_at", UTCDateTime),
+    sa.UniqueConstraint("item_id", "revision", "kind"),
+)
