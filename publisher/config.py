@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from publisher.errors import ConfigError
 
 ENV_PREFIX = "PUBLISHER__"
-CHANNEL_NAMES = ("portal", "rss", "sms", "email", "board")
+ChannelName = Literal["portal", "rss", "sms", "email", "board"]
+CHANNEL_NAMES: tuple[ChannelName, ...] = ("portal", "rss", "sms", "email", "board")
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
@@ -74,7 +75,9 @@ class StorageConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _supported(cls, value: str) -> str:
-        if not (value.startswith("sqlite:///") or value.startswith(("postgresql://", "postgres://"))):
+        if not (
+            value.startswith("sqlite:///") or value.startswith(("postgresql://", "postgres://"))
+        ):
             raise ValueError("must start with sqlite:/// or postgresql://")
         return value
 
@@ -122,9 +125,7 @@ class ChannelsConfig(_Strict):
 
 class ItemsConfig(_Strict):
     #: channels an item gets when it names none
-    default_channels: list[Literal["portal", "rss", "sms", "email", "board"]] = Field(
-        default_factory=lambda: list(CHANNEL_NAMES)
-    )
+    default_channels: list[ChannelName] = Field(default_factory=lambda: list(CHANNEL_NAMES))
     max_body_chars: int = Field(default=200_000, gt=0)
     #: summary length derived from the body when none is given
     summary_chars: int = Field(default=120, gt=10)
@@ -266,7 +267,9 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(
+            f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}"
+        ) from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: top level must be a mapping of keys")
     tree = apply_env_overrides(tree, environ)

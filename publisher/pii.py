@@ -67,7 +67,9 @@ def scan_text(text: str, field: str) -> list[PiiFinding]:
 
     for m in _ID_RE.finditer(text):
         if resident_id_valid(m.group(1)):
-            findings.append(PiiFinding(PiiKind.RESIDENT_ID, field, mask(m.group(1), 6, 4), m.start(1)))
+            findings.append(
+                PiiFinding(PiiKind.RESIDENT_ID, field, mask(m.group(1), 6, 4), m.start(1))
+            )
             taken.append(m.span(1))
     for m in _MOBILE_RE.finditer(text):
         digits = re.sub(r"\D", "", m.group(1))

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from publisher import pii, workflow
 from publisher.config import Config
+from publisher.content import check_content
 from publisher.errors import (
     Conflict,
     DuplicateIndexNo,
@@ -197,7 +198,9 @@ class SqlStore:
 
     async def _update_user(self, name: str, **values: Any) -> None:
         async with self.write() as conn:
-            res = await conn.execute(t.users.update().where(t.users.c.name == name).values(**values))
+            res = await conn.execute(
+                t.users.update().where(t.users.c.name == name).values(**values)
+            )
             if res.rowcount == 0:
                 raise NotFound(f"no user named {name!r}")
 
@@ -275,6 +278,7 @@ class SqlStore:
         item_id = str(uuid.uuid4())
         now = utcnow()
         async with self.write() as conn:
+            check_content(content, self.config)
             await self._check_related(conn, item_id, content.related)
             await conn.execute(
                 t.items.insert().values(
@@ -305,7 +309,9 @@ class SqlStore:
                     sa.select(t.items.c.id).where(t.items.c.index_no == index_no)
                 )
                 if taken is not None:
-                    raise DuplicateIndexNo(f"索引号 {index_no} is already in the store", item_id=taken)
+                    raise DuplicateIndexNo(
+                        f"索引号 {index_no} is already in the store", item_id=taken
+                    )
             else:
                 index_no = await self._allocate_index_no(conn, published_at)
             await conn.execute(
@@ -325,9 +331,16 @@ class SqlStore:
             )
             await self._insert_revision(conn, item_id, 1, content, actor, now)
             await self._audit(
-                conn, item_id, actor, "import", None, ItemStatus.PUBLISHED, 1, now,
+                conn,
+                item_id,
+                actor,
+                "import",
+                None,
+                ItemStatus.PUBLISHED,
+                1,
+                now,
                 details={"index_no": index_no},
-            )  # fmt: skip
+            )
             channels = workflow.public_channels(
                 content.disclosure, content.channels, IMPORTED_CHANNELS & self._enabled()
             )
@@ -377,7 +390,9 @@ class SqlStore:
             when = sa.func.coalesce(t.items.c.published_at, t.items.c.created_at)
             cond.append(sa.and_(when >= start.astimezone(UTC), when < end.astimezone(UTC)))
         if q.text:
-            pattern = "%" + q.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            pattern = (
+                "%" + q.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            )
             cond.append(
                 sa.or_(
                     t.revisions.c.title.ilike(pattern, escape="\\"),
@@ -415,10 +430,13 @@ class SqlStore:
                 if note is not None:
                     raise ValidationFailed("correction_note: only for edits of a published item")
                 content = replace(current.content, **content_changes)
+                check_content(content, self.config)
                 await self._check_related(conn, item_id, content.related)
                 if status is ItemStatus.REJECTED:
                     to = workflow.next_status(status, Action.REOPEN)
-                    await self._audit(conn, item_id, actor.name, "reopen", status, to, row.revision, now)
+                    await self._audit(
+                        conn, item_id, actor.name, "reopen", status, to, row.revision, now
+                    )
                     status = to
                 await conn.execute(
                     t.revisions.update()
@@ -428,13 +446,24 @@ class SqlStore:
                 await conn.execute(
                     t.items.update()
                     .where(t.items.c.id == item_id)
-                    .values(status=status.value, version=row.version + 1, updated_at=now,
-                            **_item_copies(content))
-                )  # fmt: skip
+                    .values(
+                        status=status.value,
+                        version=row.version + 1,
+                        updated_at=now,
+                        **_item_copies(content),
+                    )
+                )
                 await self._audit(
-                    conn, item_id, actor.name, "edit", None, None, row.revision, now,
+                    conn,
+                    item_id,
+                    actor.name,
+                    "edit",
+                    None,
+                    None,
+                    row.revision,
+                    now,
                     details={"fields": sorted(changes)},
-                )  # fmt: skip
+                )
             elif status in LIVE_STATUSES:
                 pending_state = RevisionState(row.pending_state) if row.pending_state else None
                 if pending_state is RevisionState.IN_REVIEW:
@@ -444,11 +473,17 @@ class SqlStore:
                     )
                 base = current.pending or current.revision
                 content = replace(base.content, **content_changes)
+                check_content(content, self.config)
                 await self._check_related(conn, item_id, content.related)
                 number = row.revision + 1
-                values = {**_revision_values(content), "author": actor.name, "created_at": now,
-                          "correction_note": note if note is not None else
-                          (current.pending.correction_note if current.pending else None)}  # fmt: skip
+                values = {
+                    **_revision_values(content),
+                    "author": actor.name,
+                    "created_at": now,
+                    "correction_note": note
+                    if note is not None
+                    else (current.pending.correction_note if current.pending else None),
+                }
                 if row.pending_revision is None:
                     await conn.execute(
                         t.revisions.insert().values(item_id=item_id, number=number, **values)
@@ -462,13 +497,24 @@ class SqlStore:
                 await conn.execute(
                     t.items.update()
                     .where(t.items.c.id == item_id)
-                    .values(pending_revision=number, pending_state=RevisionState.DRAFT.value,
-                            version=row.version + 1, updated_at=now)
-                )  # fmt: skip
+                    .values(
+                        pending_revision=number,
+                        pending_state=RevisionState.DRAFT.value,
+                        version=row.version + 1,
+                        updated_at=now,
+                    )
+                )
                 await self._audit(
-                    conn, item_id, actor.name, "revise", status, status, number, now,
+                    conn,
+                    item_id,
+                    actor.name,
+                    "revise",
+                    status,
+                    status,
+                    number,
+                    now,
                     details={"fields": sorted(changes)},
-                )  # fmt: skip
+                )
             else:
                 raise Conflict(f"item {item_id} is {status.value} and can no longer be edited")
         return await self.get_item(item_id)
@@ -493,22 +539,37 @@ class SqlStore:
             item = await self._load(conn, item_id)
             status = ItemStatus(row.status)
             pending = RevisionState(row.pending_state) if row.pending_state else None
-            on_pending = status in LIVE_STATUSES and pending is not None and action in (
-                Action.SUBMIT, Action.APPROVE, Action.REJECT,
-            )  # fmt: skip
+            on_pending = (
+                status in LIVE_STATUSES
+                and pending is not None
+                and action
+                in (
+                    Action.SUBMIT,
+                    Action.APPROVE,
+                    Action.REJECT,
+                )
+            )
             if on_pending:
-                assert item.pending is not None
+                assert item.pending is not None and pending is not None
                 await self._revision_action(
-                    conn, item, item.pending, pending, action, actor, reason,
-                    acknowledge_personal_data, now,
-                )  # fmt: skip
+                    conn,
+                    item,
+                    item.pending,
+                    pending,
+                    action,
+                    actor,
+                    reason,
+                    acknowledge_personal_data,
+                    now,
+                )
             else:
                 to = workflow.next_status(status, action)
                 if action is Action.APPROVE:
                     workflow.check_four_eyes(item.revision.author, actor.name)
                     findings = self._check_pii(item, item.revision, acknowledge_personal_data)
-                    await self._move(conn, item, to, actor.name, reason, now,
-                                     details=_pii_details(findings))  # fmt: skip
+                    await self._move(
+                        conn, item, to, actor.name, reason, now, details=_pii_details(findings)
+                    )
                     follow = workflow.after_approval(item.content, now)
                     await self._follow(conn, item_id, follow, now)
                 else:
@@ -517,7 +578,9 @@ class SqlStore:
                         await self._withdraw(conn, item, now)
         return await self.get_item(item_id)
 
-    async def _follow(self, conn: AsyncConnection, item_id: str, action: Action, now: datetime) -> None:
+    async def _follow(
+        self, conn: AsyncConnection, item_id: str, action: Action, now: datetime
+    ) -> None:
         """The system's move right after approval: schedule or publish."""
         item = await self._load(conn, item_id)
         to = workflow.next_status(item.status, action)
@@ -557,17 +620,39 @@ class SqlStore:
             await conn.execute(
                 t.items.update()
                 .where(t.items.c.id == item.id)
-                .values(revision=pending.number, pending_revision=None, pending_state=None,
-                        version=item.version + 1, updated_at=now,
-                        **_item_copies(pending.content))
-            )  # fmt: skip
-            await self._audit(conn, item.id, actor.name, "approve", item.status, item.status,
-                              pending.number, now, reason, details)  # fmt: skip
+                .values(
+                    revision=pending.number,
+                    pending_revision=None,
+                    pending_state=None,
+                    version=item.version + 1,
+                    updated_at=now,
+                    **_item_copies(pending.content),
+                )
+            )
+            await self._audit(
+                conn,
+                item.id,
+                actor.name,
+                "approve",
+                item.status,
+                item.status,
+                pending.number,
+                now,
+                reason,
+                details,
+            )
             if item.status is ItemStatus.PUBLISHED:
                 # the approved revision goes out as a correction (更正)
                 channels = self._channels_for(item, pending.content)
-                await self._event(conn, item.id, pending.number, EventKind.CORRECTED, channels,
-                                  pending.content.urgent, now)  # fmt: skip
+                await self._event(
+                    conn,
+                    item.id,
+                    pending.number,
+                    EventKind.CORRECTED,
+                    channels,
+                    pending.content.urgent,
+                    now,
+                )
             elif item.status is ItemStatus.SCHEDULED:
                 refreshed = await self._load(conn, item.id)
                 if workflow.after_approval(refreshed.content, now) is Action.PUBLISH:
@@ -580,10 +665,22 @@ class SqlStore:
             .where(t.items.c.id == item.id)
             .values(pending_state=to_state.value, version=item.version + 1, updated_at=now)
         )
-        await self._audit(conn, item.id, actor.name, action.value, item.status, item.status,
-                          pending.number, now, reason, details)  # fmt: skip
+        await self._audit(
+            conn,
+            item.id,
+            actor.name,
+            action.value,
+            item.status,
+            item.status,
+            pending.number,
+            now,
+            reason,
+            details,
+        )
 
-    def _check_pii(self, item: Item, revision: Revision, acknowledged: bool) -> list[pii.PiiFinding]:
+    def _check_pii(
+        self, item: Item, revision: Revision, acknowledged: bool
+    ) -> list[pii.PiiFinding]:
         findings = scan_revision(item, revision)
         if findings and not acknowledged:
             raise PersonalDataNotAcknowledged(
@@ -601,10 +698,11 @@ class SqlStore:
             ids = (
                 await conn.scalars(
                     sa.select(t.items.c.id)
-                    .where(t.items.c.status == ItemStatus.SCHEDULED.value,
-                           t.items.c.publish_at <= now)
+                    .where(
+                        t.items.c.status == ItemStatus.SCHEDULED.value, t.items.c.publish_at <= now
+                    )
                     .order_by(t.items.c.publish_at, t.items.c.id)
-                )  # fmt: skip
+                )
             ).all()
         done = []
         for item_id in ids:
@@ -622,10 +720,11 @@ class SqlStore:
             ids = (
                 await conn.scalars(
                     sa.select(t.items.c.id)
-                    .where(t.items.c.status == ItemStatus.PUBLISHED.value,
-                           t.items.c.expires_at <= now)
+                    .where(
+                        t.items.c.status == ItemStatus.PUBLISHED.value, t.items.c.expires_at <= now
+                    )
                     .order_by(t.items.c.expires_at, t.items.c.id)
-                )  # fmt: skip
+                )
             ).all()
         done = []
         for item_id in ids:
@@ -638,8 +737,15 @@ class SqlStore:
                 await conn.execute(
                     t.items.update().where(t.items.c.id == item_id).values(expired_at=now)
                 )
-                await self._event(conn, item_id, item.revision.number, EventKind.EXPIRED,
-                                  self._channels_for(item, item.content), False, now)  # fmt: skip
+                await self._event(
+                    conn,
+                    item_id,
+                    item.revision.number,
+                    EventKind.EXPIRED,
+                    self._channels_for(item, item.content),
+                    False,
+                    now,
+                )
             done.append(item_id)
         return done
 
@@ -669,10 +775,17 @@ class SqlStore:
             rows = (await conn.execute(stmt)).all()
         return [
             AuditEntry(
-                id=r.id, item_id=r.item_id, actor=r.actor, at=r.at, action=r.action,
-                from_status=r.from_status, to_status=r.to_status, revision=r.revision,
-                reason=r.reason, details=r.details or {},
-            )  # fmt: skip
+                id=r.id,
+                item_id=r.item_id,
+                actor=r.actor,
+                at=r.at,
+                action=r.action,
+                from_status=r.from_status,
+                to_status=r.to_status,
+                revision=r.revision,
+                reason=r.reason,
+                details=r.details or {},
+            )
             for r in rows
         ]
 
@@ -683,8 +796,15 @@ class SqlStore:
                 stmt = stmt.where(t.item_events.c.item_id == item_id)
             rows = (await conn.execute(stmt)).all()
         return [
-            ItemEvent(r.id, r.item_id, r.revision, r.kind,
-                      tuple(Channel(c) for c in r.channels), r.urgent, r.created_at)  # fmt: skip
+            ItemEvent(
+                r.id,
+                r.item_id,
+                r.revision,
+                r.kind,
+                tuple(Channel(c) for c in r.channels),
+                r.urgent,
+                r.created_at,
+            )
             for r in rows
         ]
 
@@ -744,36 +864,59 @@ class SqlStore:
             status = ItemStatus(row.status)
             if status in LIVE_STATUSES:
                 if row.pending_state == RevisionState.IN_REVIEW.value:
-                    raise Conflict(f"revision {row.pending_revision} of item {item_id} is in review")
+                    raise Conflict(
+                        f"revision {row.pending_revision} of item {item_id} is in review"
+                    )
                 revision = row.revision + 1
                 if row.pending_revision is None:
                     live = await self._load(conn, item_id)
                     await conn.execute(
                         t.revisions.insert().values(
-                            item_id=item_id, number=revision, author=actor.name, created_at=now,
-                            correction_note=None, **_revision_values(live.content),
-                        )  # fmt: skip
+                            item_id=item_id,
+                            number=revision,
+                            author=actor.name,
+                            created_at=now,
+                            correction_note=None,
+                            **_revision_values(live.content),
+                        )
                     )
                 await conn.execute(
-                    t.items.update().where(t.items.c.id == item_id)
+                    t.items.update()
+                    .where(t.items.c.id == item_id)
                     .values(pending_revision=revision, pending_state=RevisionState.DRAFT.value)
-                )  # fmt: skip
+                )
             elif status in EDITABLE_IN_PLACE:
                 revision = row.revision
             else:
                 raise Conflict(f"item {item_id} is {status.value}; attachments cannot change now")
             await conn.execute(
                 t.attachments.insert().values(
-                    id=att_id, item_id=item_id, revision=revision, filename=filename,
-                    content_type=content_type, size=size, sha256=sha, created_at=now,
-                )  # fmt: skip
+                    id=att_id,
+                    item_id=item_id,
+                    revision=revision,
+                    filename=filename,
+                    content_type=content_type,
+                    size=size,
+                    sha256=sha,
+                    created_at=now,
+                )
             )
             await conn.execute(
-                t.items.update().where(t.items.c.id == item_id)
+                t.items.update()
+                .where(t.items.c.id == item_id)
                 .values(version=row.version + 1, updated_at=now)
-            )  # fmt: skip
-            await self._audit(conn, item_id, actor.name, "attach", None, None, revision, now,
-                              details={"filename": filename, "sha256": sha, "size": size})  # fmt: skip
+            )
+            await self._audit(
+                conn,
+                item_id,
+                actor.name,
+                "attach",
+                None,
+                None,
+                revision,
+                now,
+                details={"filename": filename, "sha256": sha, "size": size},
+            )
         return Attachment(att_id, item_id, revision, filename, content_type, size, sha, now)
 
     async def get_attachment(self, item_id: str, attachment_id: str) -> Attachment:
@@ -805,7 +948,8 @@ class SqlStore:
         ).first()
         if row is None:
             raise ItemNotFound(item_id)
-        return row
+        locked: Row[Any] = row
+        return locked
 
     async def _load(self, conn: AsyncConnection, item_id: str) -> Item:
         row = (await conn.execute(sa.select(t.items).where(t.items.c.id == item_id))).first()
@@ -848,14 +992,23 @@ class SqlStore:
         )
 
     async def _insert_revision(
-        self, conn: AsyncConnection, item_id: str, number: int, content: Content, author: str,
+        self,
+        conn: AsyncConnection,
+        item_id: str,
+        number: int,
+        content: Content,
+        author: str,
         now: datetime,
-    ) -> None:  # fmt: skip
+    ) -> None:
         await conn.execute(
             t.revisions.insert().values(
-                item_id=item_id, number=number, author=author, created_at=now,
-                correction_note=None, **_revision_values(content),
-            )  # fmt: skip
+                item_id=item_id,
+                number=number,
+                author=author,
+                created_at=now,
+                correction_note=None,
+                **_revision_values(content),
+            )
         )
 
     async def _check_related(
@@ -874,9 +1027,15 @@ class SqlStore:
             raise ValidationFailed(f"related: no item with id {missing[0]!r}")
 
     async def _move(
-        self, conn: AsyncConnection, item: Item, to: ItemStatus, actor: str, reason: str | None,
-        now: datetime, details: dict[str, Any] | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        conn: AsyncConnection,
+        item: Item,
+        to: ItemStatus,
+        actor: str,
+        reason: str | None,
+        now: datetime,
+        details: dict[str, Any] | None = None,
+    ) -> None:
         res = await conn.execute(
             t.items.update()
             .where(t.items.c.id == item.id, t.items.c.status == item.status.value)
@@ -885,8 +1044,18 @@ class SqlStore:
         if res.rowcount != 1:  # the row lock makes this unreachable; keep the guard cheap
             raise Conflict(f"item {item.id} changed status concurrently")
         action = _action_name(item.status, to)
-        await self._audit(conn, item.id, actor, action, item.status, to, item.revision.number, now,
-                          reason, details or {})  # fmt: skip
+        await self._audit(
+            conn,
+            item.id,
+            actor,
+            action,
+            item.status,
+            to,
+            item.revision.number,
+            now,
+            reason,
+            details or {},
+        )
 
     async def _publish(self, conn: AsyncConnection, item: Item, now: datetime) -> None:
         index_no = item.index_no or await self._allocate_index_no(conn, now)
@@ -894,14 +1063,23 @@ class SqlStore:
         if item.content.publish_at is not None:
             # how late publication started, for the lateness histogram
             details["late_seconds"] = max(0.0, (now - item.content.publish_at).total_seconds())
-        await self._move(conn, item, ItemStatus.PUBLISHED, workflow.SYSTEM_ACTOR, None, now, details)
+        await self._move(
+            conn, item, ItemStatus.PUBLISHED, workflow.SYSTEM_ACTOR, None, now, details
+        )
         await conn.execute(
             t.items.update()
             .where(t.items.c.id == item.id)
             .values(index_no=index_no, published_at=now)
         )
-        await self._event(conn, item.id, item.revision.number, EventKind.PUBLISHED,
-                          self._channels_for(item, item.content), item.content.urgent, now)  # fmt: skip
+        await self._event(
+            conn,
+            item.id,
+            item.revision.number,
+            EventKind.PUBLISHED,
+            self._channels_for(item, item.content),
+            item.content.urgent,
+            now,
+        )
 
     async def _withdraw(self, conn: AsyncConnection, item: Item, now: datetime) -> None:
         await conn.execute(
@@ -910,8 +1088,15 @@ class SqlStore:
             .values(withdrawn_at=now, pending_revision=None, pending_state=None)
         )
         if item.status is ItemStatus.PUBLISHED:
-            await self._event(conn, item.id, item.revision.number, EventKind.WITHDRAWN,
-                              self._channels_for(item, item.content), False, now)  # fmt: skip
+            await self._event(
+                conn,
+                item.id,
+                item.revision.number,
+                EventKind.WITHDRAWN,
+                self._channels_for(item, item.content),
+                False,
+                now,
+            )
 
     async def _allocate_index_no(self, conn: AsyncConnection, when: datetime) -> str:
         """Next 索引号 for the site's agency and the year of `when`, in the caller's transaction.
@@ -943,9 +1128,15 @@ class SqlStore:
                 return index_no
 
     async def _event(
-        self, conn: AsyncConnection, item_id: str, revision: int, kind: str,
-        channels: frozenset[Channel], urgent: bool, now: datetime,
-    ) -> None:  # fmt: skip
+        self,
+        conn: AsyncConnection,
+        item_id: str,
+        revision: int,
+        kind: str,
+        channels: frozenset[Channel],
+        urgent: bool,
+        now: datetime,
+    ) -> None:
         exists = await conn.scalar(
             sa.select(t.item_events.c.id).where(
                 t.item_events.c.item_id == item_id,
@@ -957,23 +1148,40 @@ class SqlStore:
             return  # the same event twice is one event
         await conn.execute(
             t.item_events.insert().values(
-                item_id=item_id, revision=revision, kind=kind,
-                channels=sorted(c.value for c in channels), urgent=urgent, created_at=now,
-            )  # fmt: skip
+                item_id=item_id,
+                revision=revision,
+                kind=kind,
+                channels=sorted(c.value for c in channels),
+                urgent=urgent,
+                created_at=now,
+            )
         )
 
     async def _audit(
-        self, conn: AsyncConnection, item_id: str | None, actor: str, action: str,
-        from_status: ItemStatus | None, to_status: ItemStatus | None, revision: int | None,
-        now: datetime, reason: str | None = None, details: dict[str, Any] | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        conn: AsyncConnection,
+        item_id: str | None,
+        actor: str,
+        action: str,
+        from_status: ItemStatus | None,
+        to_status: ItemStatus | None,
+        revision: int | None,
+        now: datetime,
+        reason: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
         await conn.execute(
             t.audit_log.insert().values(
-                item_id=item_id, actor=actor, at=now, action=action,
+                item_id=item_id,
+                actor=actor,
+                at=now,
+                action=action,
                 from_status=from_status.value if from_status else None,
                 to_status=to_status.value if to_status else None,
-                revision=revision, reason=reason, details=details or {},
-            )  # fmt: skip
+                revision=revision,
+                reason=reason,
+                details=details or {},
+            )
         )
 
 
@@ -1007,11 +1215,9 @@ def make_engine(url: str) -> AsyncEngine:
 
 
 def _insert_for(conn: AsyncConnection) -> Any:
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
 def _live_join() -> sa.ColumnElement[bool]:
@@ -1133,6 +1339,7 @@ def _pii_details(findings: list[pii.PiiFinding]) -> dict[str, Any]:
 __all__ = [
     "Actor",
     "EventKind",
+    "Forbidden",
     "ItemEvent",
     "ItemQuery",
     "PersonalDataNotAcknowledged",
@@ -1143,5 +1350,4 @@ __all__ = [
     "make_engine",
     "scan_revision",
     "utcnow",
-    "Forbidden",
 ]

@@ -1,0 +1,193 @@
+"""Backups: a consistent copy of the store and the attachments, on either backend.
+
+The archive is a gzipped tar: manifest.json, one JSON-lines file per table (read
+in one snapshot transaction), and the attachment files. Attachments are
+content-addressed and written before their row commits, so every row in the
+snapshot has its file. The data key is deliberately not in the archive.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from publisher import __version__
+from publisher.errors import Conflict, ValidationFailed
+from publisher.store import current_revision
+from publisher.store import schema as t
+from publisher.store.sql import SqlStore, attachment_path
+
+#: insertion order respects foreign keys
+TABLES = [
+    t.users,
+    t.api_tokens,
+    t.items,
+    t.revisions,
+    t.attachments,
+    t.audit_log,
+    t.index_serials,
+    t.item_events,
+]
+FORMAT = "gongkai-backup/1"
+
+Progress = Callable[[str, int], None]
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    return value
+
+
+async def backup(store: SqlStore, dest: Path, progress: Progress | None = None) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    shas: set[str] = set()
+    tmp = dest.with_name(dest.name + ".partial")
+    with tarfile.open(tmp, "w:gz") as tar:
+        async with store.engine.connect() as conn:
+            if not store.is_sqlite:
+                await conn.execution_options(isolation_level="REPEATABLE READ")
+            async with conn.begin():
+                schema_rev = await conn.run_sync(
+                    lambda c: (
+                        __import__("alembic.runtime.migration", fromlist=["x"])
+                        .MigrationContext.configure(c)
+                        .get_current_revision()
+                    )
+                )
+                for table in TABLES:
+                    buf = io.BytesIO()
+                    n = 0
+                    result = await conn.stream(sa.select(table))
+                    async for row in result:
+                        rec = {k: _encode(v) for k, v in row._mapping.items()}
+                        buf.write(json.dumps(rec, ensure_ascii=False).encode() + b"\n")
+                        if table is t.attachments:
+                            shas.add(rec["sha256"])
+                        n += 1
+                    counts[table.name] = n
+                    _add_bytes(tar, f"tables/{table.name}.jsonl", buf.getvalue())
+                    if progress:
+                        progress(table.name, n)
+        root = store.config.attachments_path
+        for sha in sorted(shas):
+            path = attachment_path(root, sha)
+            tar.add(path, arcname=f"attachments/{sha}")
+            if progress:
+                progress("attachments", 1)
+        manifest = {
+            "format": FORMAT,
+            "version": __version__,
+            "schema": schema_rev,
+            "created_at": datetime.now(UTC).isoformat(),
+            "counts": counts,
+        }
+        _add_bytes(tar, "manifest.json", json.dumps(manifest, indent=2).encode())
+    tmp.replace(dest)
+    return counts
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = int(datetime.now(UTC).timestamp())
+    tar.addfile(info, io.BytesIO(data))
+
+
+async def restore(
+    store: SqlStore, src: Path, *, force: bool = False, progress: Progress | None = None
+) -> dict[str, int]:
+    """Load a backup into this store (which must be empty unless force) in one transaction."""
+    try:
+        tar = tarfile.open(src, "r:gz")  # noqa: SIM115 - closed by the with below
+    except (OSError, tarfile.TarError) as exc:
+        raise ValidationFailed(f"{src}: not a readable backup archive ({exc})") from None
+    with tar:
+        try:
+            manifest = json.load(_member(tar, "manifest.json"))
+        except (KeyError, json.JSONDecodeError):
+            raise ValidationFailed(
+                f"{src}: no valid manifest.json; not a publisher backup"
+            ) from None
+        if manifest.get("format") != FORMAT:
+            raise ValidationFailed(f"{src}: unknown backup format {manifest.get('format')!r}")
+        here = await current_revision(store)
+        if manifest.get("schema") != here:
+            raise ValidationFailed(
+                f"{src}: made with schema {manifest.get('schema')}, this store is at {here}; "
+                "restore into a store at the same schema, then run `publisher db upgrade`"
+            )
+        root = store.config.attachments_path
+        root.mkdir(parents=True, exist_ok=True)
+        # files first: a row must never point at a missing file
+        for member in tar.getmembers():
+            if member.name.startswith("attachments/") and member.isfile():
+                sha = member.name.split("/", 1)[1]
+                if len(sha) != 64 or not all(c in "0123456789abcdef" for c in sha):
+                    raise ValidationFailed(f"{src}: unexpected member {member.name!r}")
+                final = attachment_path(root, sha)
+                if not final.exists():
+                    final.parent.mkdir(parents=True, exist_ok=True)
+                    with tempfile.NamedTemporaryFile(dir=root, delete=False) as out:
+                        out.write(_member(tar, member.name).read())
+                    Path(out.name).replace(final)
+        counts: dict[str, int] = {}
+        async with store.write() as conn:
+            existing = await conn.scalar(sa.select(sa.func.count()).select_from(t.items))
+            users = await conn.scalar(sa.select(sa.func.count()).select_from(t.users))
+            if (existing or users) and not force:
+                raise Conflict(
+                    f"the store already holds {existing} items and {users} users; "
+                    "restore into an empty store, or pass --force to replace everything"
+                )
+            for table in reversed(TABLES):
+                await conn.execute(table.delete())
+            for table in TABLES:
+                rows = [
+                    _decode(table, json.loads(line))
+                    for line in _member(tar, f"tables/{table.name}.jsonl").read().splitlines()
+                    if line.strip()
+                ]
+                for i in range(0, len(rows), 500):
+                    await conn.execute(table.insert(), rows[i : i + 500])
+                counts[table.name] = len(rows)
+                if progress:
+                    progress(table.name, len(rows))
+            if not store.is_sqlite:
+                for table in TABLES:
+                    col = table.c.get("id")
+                    if col is not None and isinstance(col.type, sa.Integer):
+                        await conn.execute(
+                            sa.text(
+                                f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
+                                f"COALESCE((SELECT MAX(id) FROM {table.name}), 0) + 1, false)"
+                            )
+                        )
+    return counts
+
+
+def _member(tar: tarfile.TarFile, name: str) -> io.BufferedReader:
+    fh = tar.extractfile(name)
+    if fh is None:
+        raise KeyError(name)
+    return fh  # type: ignore[return-value]
+
+
+def _decode(table: sa.Table, rec: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in rec.items():
+        col = table.c.get(key)
+        if col is None:
+            raise ValidationFailed(f"backup has unknown column {table.name}.{key}")
+        if isinstance(col.type, t.UTCDateTime) and isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        out[key] = value
+    return out

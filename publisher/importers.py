@@ -1,0 +1,190 @@
+"""Importers for archival items: JSON, CSV and the plain-text page format of the sample.
+
+Each parser turns a file into ImportRecords without touching the store, so a bad
+file is reported whole before anything is written.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from publisher.config import Config
+from publisher.content import ItemCreate, content_from, to_aware
+from publisher.errors import ValidationFailed
+from publisher.models import Content
+from publisher.text import first_sentence
+
+#: header labels of the plain-text page format -> our field names
+HEADER_LABELS = {
+    "索引号": "index_no",
+    "主题分类": "category",
+    "发文机关": "agency",
+    "成文日期": "written_at",
+    "文号": "doc_no",
+    "发文字号": "doc_no",
+    "名称": "title",
+    "标题": "title",
+    "发布日期": "published_at",
+    "公开日期": "published_at",
+}
+_PAIR_RE = re.compile(r"([^|:：]+?)\s*[:：]\s*\|\s*([^|]*?)\s*\|")
+
+
+@dataclass(frozen=True, slots=True)
+class ImportRecord:
+    source: str  #: file name and position, for messages
+    content: Content
+    index_no: str | None
+    published_at: datetime
+
+
+def _category_slug(value: str, config: Config) -> str:
+    value = value.strip()
+    for cat in config.taxonomy:
+        if value in (cat.slug, cat.name) or value.endswith("\\" + cat.name):
+            return cat.slug
+    names = "、".join(c.name for c in config.taxonomy)
+    raise ValidationFailed(f"主题分类 {value!r} is not in the taxonomy ({names})")
+
+
+def _parse_when(value: str) -> datetime | date:
+    value = value.strip()
+    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d", "%Y/%m/%d", "%Y年%m月%d日"):
+        try:
+            parsed = datetime.strptime(value, fmt)
+        except ValueError:
+            continue
+        return parsed if ("%H" in fmt) else parsed.date()
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValidationFailed(f"date {value!r} is not a date this importer reads") from None
+
+
+def _record(fields: dict[str, Any], source: str, config: Config, title: str | None) -> ImportRecord:
+    fields = {k: v for k, v in fields.items() if v not in (None, "")}
+    index_no = fields.pop("index_no", None)
+    published = fields.pop("published_at", None)
+    if title:
+        fields["title"] = title
+    if "category" in fields:
+        fields["category"] = _category_slug(str(fields["category"]), config)
+    if "title" not in fields and "body" in fields:
+        fields["title"] = first_sentence(str(fields["body"]))
+    for key in ("written_at", "publish_at", "expires_at"):
+        if isinstance(fields.get(key), str):
+            fields[key] = _parse_when(fields[key])
+    if isinstance(fields.get("channels"), str):
+        fields["channels"] = [c.strip() for c in fields["channels"].split(",") if c.strip()]
+    try:
+        content = content_from(ItemCreate.model_validate(fields), config)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "record"
+        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+        raise ValidationFailed(f"{source}: {loc}: {msg}") from None
+    except ValidationFailed as exc:
+        raise ValidationFailed(f"{source}: {exc.detail}") from None
+    when = _parse_when(published) if isinstance(published, str) else published
+    published_at = to_aware(when, config.site.tz) if when else content.written_at
+    return ImportRecord(source, content, str(index_no).strip() if index_no else None, published_at)
+
+
+def parse_page(text: str, source: str, config: Config, title: str | None = None) -> ImportRecord:
+    """The plain-text page format: `label: | value |` header lines, then the body."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    fields: dict[str, Any] = {}
+    body_start = 0
+    for i, line in enumerate(lines):
+        pairs = _PAIR_RE.findall(line)
+        if not pairs:
+            if line.strip() and not fields:
+                raise ValidationFailed(f"{source}: no catalogue header (索引号: | … |) at the top")
+            if line.strip():
+                body_start = i
+                break
+            continue
+        for label, value in pairs:
+            key = HEADER_LABELS.get(label.strip())
+            if key is None:
+                raise ValidationFailed(
+                    f"{source}: line {i + 1}: unknown header label {label.strip()!r}"
+                )
+            fields[key] = value
+        body_start = i + 1
+    body_lines = lines[body_start:]
+    # a first body line without sentence punctuation, shorter than a sentence, is the title
+    if "title" not in fields and body_lines:
+        head = body_lines[0].strip()
+        if head and len(head) <= 60 and not re.search(r"[。，,；;]", head):
+            fields["title"] = head
+            body_lines = body_lines[1:]
+    fields["body"] = "\n\n".join(ln.strip() for ln in body_lines if ln.strip())
+    missing = [
+        lbl
+        for lbl, key in (("主题分类", "category"), ("成文日期", "written_at"))
+        if key not in fields
+    ]
+    if missing:
+        raise ValidationFailed(f"{source}: header lacks {', '.join(missing)}")
+    return _record(fields, source, config, title)
+
+
+def parse_json(
+    text: str, source: str, config: Config, title: str | None = None
+) -> list[ImportRecord]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationFailed(
+            f"{source}: malformed JSON at line {exc.lineno}: {exc.msg}"
+        ) from None
+    records = data if isinstance(data, list) else [data]
+    out = []
+    for n, rec in enumerate(records, 1):
+        if not isinstance(rec, dict):
+            raise ValidationFailed(f"{source}: record {n} is not a JSON object")
+        out.append(_record(dict(rec), f"{source} record {n}", config, title))
+    return out
+
+
+def parse_csv(
+    text: str, source: str, config: Config, title: str | None = None
+) -> list[ImportRecord]:
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames:
+        raise ValidationFailed(f"{source}: empty CSV (a header row is required)")
+    out = []
+    for row in reader:
+        fields = {HEADER_LABELS.get(k.strip(), k.strip()): v for k, v in row.items() if k}
+        if "urgent" in fields:
+            fields["urgent"] = str(fields["urgent"]).strip().lower() in ("1", "true", "yes", "是")
+        out.append(_record(fields, f"{source} line {reader.line_num}", config, title))
+    return out
+
+
+def parse_file(path: Path, config: Config, title: str | None = None) -> list[ImportRecord]:
+    """Records from one file, by extension (.json, .csv; anything else is the page format)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ValidationFailed(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise ValidationFailed(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise ValidationFailed(f"{path}: cannot read: {exc.strerror}") from None
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return parse_json(text, str(path), config, title)
+    if suffix == ".csv":
+        return parse_csv(text, str(path), config, title)
+    return [parse_page(text, str(path), config, title)]

@@ -1,0 +1,31 @@
+"""The aiohttp application: make_app(config, store)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from publisher.config import Config
+from publisher.scheduler import PublicationScheduler
+from publisher.store.sql import SqlStore
+from publisher.web import api, openapi
+from publisher.web.auth import auth_middleware
+from publisher.web.keys import CONFIG, SCHEDULER, STORE
+from publisher.web.problems import problem_middleware
+from publisher.web.proxy import forwarded_middleware
+
+
+def make_app(
+    config: Config, store: SqlStore, *, scheduler: PublicationScheduler | None = None
+) -> web.Application:
+    # the upload limit is enforced while streaming; JSON bodies have their own, smaller limit
+    app = web.Application(
+        middlewares=[forwarded_middleware(config), problem_middleware, auth_middleware],
+        client_max_size=config.storage.max_upload_bytes + 1024 * 1024,
+    )
+    app[CONFIG] = config
+    app[STORE] = store
+    if scheduler is not None:
+        app[SCHEDULER] = scheduler
+    app.add_routes(api.routes)
+    app.add_routes(openapi.routes)
+    return app

@@ -1,0 +1,213 @@
+"""The OpenAPI 3.1 document, built from the same pydantic models that validate requests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from publisher import __version__
+from publisher.content import ItemCreate, ItemPatch
+from publisher.web.api import ApproveBody, ReasonRequired, TransitionBody, json_response
+from publisher.web.auth import PUBLIC_ROUTES
+
+routes = web.RouteTableDef()
+
+_PROBLEM = {
+    "type": "object",
+    "description": "RFC 9457 problem document",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+    "required": ["type", "title", "status", "detail"],
+}
+
+
+def _body(model: type[BaseModel], required: bool = True) -> dict[str, Any]:
+    return {
+        "required": required,
+        "content": {
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+        },
+    }
+
+
+def _problems(*codes: int) -> dict[str, Any]:
+    return {
+        str(c): {
+            "description": "problem",
+            "content": {
+                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+            },
+        }
+        for c in codes
+    }
+
+
+_ITEM = {"description": "the item", "content": {"application/json": {"schema": {"type": "object"}}}}
+_ID = {"name": "item_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _transition(summary: str, model: type[BaseModel], required: bool) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "parameters": [_ID],
+            "requestBody": _body(model, required),
+            "responses": {"200": _ITEM, **_problems(401, 403, 404, 409, 422)},
+        }
+    }
+
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/healthz": {
+        "get": {"summary": "Liveness and store check", "responses": {"200": {"description": "ok"}}}
+    },
+    "/api/v1/openapi.json": {
+        "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}
+    },
+    "/api/v1/items": {
+        "post": {
+            "summary": "Create an item (draft)",
+            "requestBody": _body(ItemCreate),
+            "responses": {"201": _ITEM, **_problems(400, 401, 403, 413, 415, 422)},
+        },
+        "get": {
+            "summary": "List items",
+            "parameters": [
+                {"name": n, "in": "query", "schema": {"type": t}}
+                for n, t in (
+                    ("status", "string"),
+                    ("category", "string"),
+                    ("year", "integer"),
+                    ("q", "string"),
+                    ("disclosure", "string"),
+                    ("page", "integer"),
+                    ("per_page", "integer"),
+                )
+            ],
+            "responses": {"200": {"description": "a page of items"}, **_problems(401, 422)},
+        },
+    },
+    "/api/v1/items/{item_id}": {
+        "get": {
+            "summary": "One item, with its pending revision and personal-data warnings",
+            "parameters": [_ID],
+            "responses": {
+                "200": _ITEM,
+                "304": {"description": "not modified"},
+                **_problems(401, 404),
+            },
+        },
+        "patch": {
+            "summary": "Edit an item; a live item gets a revision that is reviewed again",
+            "parameters": [
+                _ID,
+                {
+                    "name": "If-Match",
+                    "in": "header",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "description": "the ETag from GET; 428 without it, 412 when stale",
+                },
+            ],
+            "requestBody": _body(ItemPatch),
+            "responses": {"200": _ITEM, **_problems(401, 403, 404, 409, 412, 422, 428)},
+        },
+    },
+    "/api/v1/items/{item_id}/submit": _transition("Submit for review", TransitionBody, False),
+    "/api/v1/items/{item_id}/approve": _transition(
+        "Approve (保密审查; not by the author). Answers with the new status: scheduled or published.",
+        ApproveBody,
+        False,
+    ),
+    "/api/v1/items/{item_id}/reject": _transition("Reject with a reason", ReasonRequired, True),
+    "/api/v1/items/{item_id}/withdraw": _transition("Withdraw with a reason", ReasonRequired, True),
+    "/api/v1/items/{item_id}/audit": {
+        "get": {
+            "summary": "The item's audit trail",
+            "parameters": [_ID],
+            "responses": {"200": {"description": "entries"}, **_problems(401, 404)},
+        }
+    },
+    "/api/v1/items/{item_id}/attachments": {
+        "post": {
+            "summary": "Upload an attachment (multipart/form-data, field 'file')",
+            "parameters": [_ID],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"file": {"type": "string", "format": "binary"}},
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "201": {"description": "stored, with its SHA-256"},
+                **_problems(401, 404, 409, 413, 415, 422),
+            },
+        }
+    },
+    "/api/v1/items/{item_id}/attachments/{attachment_id}": {
+        "get": {
+            "summary": "Download an attachment (staff)",
+            "parameters": [
+                _ID,
+                {
+                    "name": "attachment_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"},
+                },
+            ],
+            "responses": {"200": {"description": "the file"}, **_problems(401, 404)},
+        }
+    },
+    "/items/{item_id}/attachments/{attachment_id}/{filename}": {
+        "get": {
+            "summary": "Download an attachment of a published proactive item (public)",
+            "responses": {"200": {"description": "the file"}, **_problems(404)},
+        }
+    },
+}
+
+MODELS: list[type[BaseModel]] = [ItemCreate, ItemPatch, TransitionBody, ApproveBody, ReasonRequired]
+
+
+def build_document() -> dict[str, Any]:
+    schemas: dict[str, Any] = {"Problem": _PROBLEM}
+    for model in MODELS:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    paths: dict[str, Any] = {}
+    for path, ops in PATHS.items():
+        paths[path] = {}
+        for method, op in ops.items():
+            op = dict(op)
+            if (method.upper(), path) not in PUBLIC_ROUTES:
+                op["security"] = [{"bearer": []}]
+            paths[path][method] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Gongkai Publisher API", "version": __version__},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+@routes.get("/api/v1/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(build_document())

@@ -1,0 +1,100 @@
+"""RFC 9457 problem documents: one shape for every error the API returns."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from publisher.errors import PublisherError
+
+log = logging.getLogger("publisher.web")
+
+PROBLEM_TYPE_BASE = "urn:gongkai:problem:"
+CONTENT_TYPE = "application/problem+json"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HTTP_KINDS = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    406: "not-acceptable",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    429: "too-many-requests",
+}
+
+
+def problem(
+    status: int, kind: str, title: str, detail: str, instance: str | None = None, **extra: Any
+) -> web.Response:
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + kind,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if instance:
+        body["instance"] = instance
+    body.update(extra)
+    headers = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="publisher"'
+    return web.Response(
+        status=status,
+        body=json.dumps(body, ensure_ascii=False, default=str).encode(),
+        content_type=CONTENT_TYPE,
+        charset="utf-8",
+        headers=headers,
+    )
+
+
+def validation_problem(exc: ValidationError, instance: str) -> web.Response:
+    errors = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = msg.removeprefix("Value error, ")
+        errors.append({"field": loc, "message": msg})
+    first = errors[0] if errors else {"field": "", "message": "invalid"}
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    detail = f"{first['field'] or 'body'}: {first['message']}{more}"
+    return problem(422, "validation", "Invalid input", detail, instance, errors=errors)
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except PublisherError as exc:
+        return problem(exc.status, exc.kind, exc.title, exc.detail, request.path, **exc.extra)
+    except ValidationError as exc:
+        return validation_problem(exc, request.path)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        kind = _HTTP_KINDS.get(exc.status, "http-error")
+        detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        if exc.status == 404:
+            detail = f"nothing at {request.path}"
+        elif exc.status == 405:
+            detail = f"{request.method} is not allowed on {request.path}"
+        elif exc.status == 413:
+            detail = "the request body is too large"
+        return problem(exc.status, kind, exc.reason, detail, request.path)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return problem(
+            500,
+            "internal",
+            "Internal error",
+            "an unexpected error; it has been logged",
+            request.path,
+        )
