@@ -121,8 +121,8 @@ class SqlStore:
     def __init__(self, config: Config, *, engine: AsyncEngine | None = None) -> None:
         self.config = config
         self.url = config.database_url
-        self.is_sqlite = self.url.startswith("sqlite")
         self.engine = engine or make_engine(self.url)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
 
     # -- lifecycle -------------------------------------------------------
 
@@ -1188,7 +1188,8 @@ class SqlStore:
 # -- helpers ---------------------------------------------------------------------
 
 
-def make_engine(url: str) -> AsyncEngine:
+def make_engine(url: str, *, pg_schema: str | None = None) -> AsyncEngine:
+    """An engine for the store; `pg_schema` puts a PostgreSQL store in its own schema (tests)."""
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[1]
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -1211,7 +1212,12 @@ def make_engine(url: str) -> AsyncEngine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    connect_args: dict[str, Any] = {}
+    if pg_schema is not None:
+        connect_args["server_settings"] = {"search_path": pg_schema}
+    return create_async_engine(
+        url, pool_size=10, max_overflow=10, pool_pre_ping=True, connect_args=connect_args
+    )
 
 
 def _insert_for(conn: AsyncConnection) -> Any:
