@@ -6,6 +6,7 @@ the file from the one line the CLI prints.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -103,6 +104,26 @@ class ServerConfig(_Strict):
     #: largest JSON request body, in bytes
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
 
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        # from the environment a list arrives as one scalar: "10.0.0.1, 10.0.0.2"
+        if isinstance(value, str):
+            return [p for p in re.split(r"[,\s]+", value) if p]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for i, entry in enumerate(value):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"entry {i}: {entry!r} is not an IP address or CIDR network"
+                ) from None
+        return value
+
 
 class SecurityConfig(_Strict):
     #: key for residents' addresses at rest (urlsafe base64, 32 bytes)
@@ -111,16 +132,73 @@ class SecurityConfig(_Strict):
     data_key_file: str | None = None
 
 
+class QuietHours(_Strict):
+    """A nightly window (site time) in which non-urgent deliveries wait; may cross midnight."""
+
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    end: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class EndpointConfig(_Strict):
+    """A non-personal target declared in config (portal endpoint, board), created on first start."""
+
+    name: str = Field(min_length=1, max_length=128)
+    address: str = Field(min_length=1)
+    categories: list[str] = Field(default_factory=list)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
 class ChannelConfig(_Strict):
     enabled: bool = True
+    #: "module:Class" of another adapter for this channel (a custom gateway, a test double)
+    adapter: str | None = None
+    #: adapter-specific settings, validated by the adapter at start
+    settings: dict[str, Any] = Field(default_factory=dict)
+    # overrides of the adapter's declared limits (None: the adapter's default)
+    concurrency: int | None = Field(default=None, ge=1, le=1000)
+    per_second: float | None = Field(default=None, gt=0)
+    repeatable: bool | None = None
+    #: attempts before a row ends `failed`
+    max_attempts: int = Field(default=6, ge=1, le=100)
+    #: first retry delay; doubles each attempt (with jitter) up to retry_cap_seconds
+    retry_base_seconds: float = Field(default=30.0, gt=0)
+    retry_cap_seconds: float = Field(default=3600.0, gt=0)
+    quiet_hours: QuietHours | None = None
+    endpoints: list[EndpointConfig] = Field(default_factory=list)
 
 
 class ChannelsConfig(_Strict):
     portal: ChannelConfig = ChannelConfig()
     rss: ChannelConfig = ChannelConfig()
-    sms: ChannelConfig = ChannelConfig()
+    sms: ChannelConfig = ChannelConfig(quiet_hours=QuietHours(start="21:00", end="08:00"))
     email: ChannelConfig = ChannelConfig()
     board: ChannelConfig = ChannelConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _channel_defaults(cls, data: Any) -> Any:
+        # SMS waits for the morning unless config says otherwise (quiet_hours: null to turn off)
+        if isinstance(data, dict) and isinstance(data.get("sms"), dict):
+            data["sms"] = {"quiet_hours": {"start": "21:00", "end": "08:00"}, **data["sms"]}
+        return data
+
+    def get(self, name: str) -> ChannelConfig:
+        value = getattr(self, name)
+        assert isinstance(value, ChannelConfig)
+        return value
+
+
+class DeliveryConfig(_Strict):
+    """The delivery workers (in `serve`, or `publisher worker` processes)."""
+
+    #: rows claimed at a time per channel (capped by the channel's concurrency)
+    batch_size: int = Field(default=200, ge=1, le=10000)
+    #: how often an idle worker looks for due rows (seconds)
+    poll_seconds: float = Field(default=1.0, gt=0)
+    #: a worker's heartbeat period; one silent for 3 periods is presumed dead
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
+    #: recipients read per planning batch (memory stays flat as lists grow)
+    plan_batch: int = Field(default=1000, ge=1, le=100000)
 
 
 class ItemsConfig(_Strict):
@@ -145,6 +223,7 @@ class Config(_Strict):
     channels: ChannelsConfig = ChannelsConfig()
     items: ItemsConfig = ItemsConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
     #: folder of the config file; relative paths are resolved against it
     base_dir: Path = Path(".")
 
@@ -232,8 +311,11 @@ def apply_env_overrides(tree: dict[str, Any], environ: Mapping[str, str]) -> dic
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
-        if isinstance(value, dict | list):
-            value = raw  # only scalars come from the environment
+        if value is not None and not isinstance(value, str):
+            # only scalars come from the environment; keep the text, so a string key gets
+            # it verbatim (an all-digit agency code, a key) and validation reads bools and
+            # numbers ("false", "10") from it
+            value = raw.strip()
         _set_path(tree, path, value)
     return tree
 

@@ -158,6 +158,11 @@ def check_content(content: Content, config: Config) -> None:
         raise ValidationFailed(
             f"body: {len(content.body)} characters, more than the {config.items.max_body_chars} allowed"
         )
+    for name in ("written_at", "publish_at", "expires_at"):
+        # far-off dates overflow when converted to UTC for the store (a 500, not a 422)
+        when = getattr(content, name)
+        if when is not None and not 1900 <= when.year <= 2200:
+            raise ValidationFailed(f"{name}: year {when.year} is outside 1900–2200")
     if content.disclosure is not Disclosure.PROACTIVE and not content.disclosure_reason:
         raise ValidationFailed(
             f"disclosure_reason: required when disclosure is {content.disclosure.value}"

@@ -76,13 +76,24 @@ def _record(fields: dict[str, Any], source: str, config: Config, title: str | No
     published = fields.pop("published_at", None)
     if title:
         fields["title"] = title
-    if "category" in fields:
-        fields["category"] = _category_slug(str(fields["category"]), config)
+    try:  # every message names the file (and record) it is about
+        if "category" in fields:
+            fields["category"] = _category_slug(str(fields["category"]), config)
+        for key in ("written_at", "publish_at", "expires_at", "published_at"):
+            value = published if key == "published_at" else fields.get(key)
+            if isinstance(value, str):
+                try:
+                    parsed = _parse_when(value)
+                except ValidationFailed as exc:
+                    raise ValidationFailed(f"{key}: {exc.detail}") from None
+                if key == "published_at":
+                    published = parsed
+                else:
+                    fields[key] = parsed
+    except ValidationFailed as exc:
+        raise ValidationFailed(f"{source}: {exc.detail}") from None
     if "title" not in fields and "body" in fields:
         fields["title"] = first_sentence(str(fields["body"]))
-    for key in ("written_at", "publish_at", "expires_at"):
-        if isinstance(fields.get(key), str):
-            fields[key] = _parse_when(fields[key])
     if isinstance(fields.get("channels"), str):
         fields["channels"] = [c.strip() for c in fields["channels"].split(",") if c.strip()]
     try:
@@ -94,8 +105,7 @@ def _record(fields: dict[str, Any], source: str, config: Config, title: str | No
         raise ValidationFailed(f"{source}: {loc}: {msg}") from None
     except ValidationFailed as exc:
         raise ValidationFailed(f"{source}: {exc.detail}") from None
-    when = _parse_when(published) if isinstance(published, str) else published
-    published_at = to_aware(when, config.site.tz) if when else content.written_at
+    published_at = to_aware(published, config.site.tz) if published else content.written_at
     return ImportRecord(source, content, str(index_no).strip() if index_no else None, published_at)
 
 

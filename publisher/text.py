@@ -45,6 +45,7 @@ _ALLOWED_TAGS = {
 }
 _ALLOWED_ATTRS = {
     "a": {"href", "title"},
+    "ol": {"start"},  # "3. …" stays 3, not renumbered from 1
     "img": {"src", "alt", "title"},
     "th": {"colspan", "rowspan", "align"},
     "td": {"colspan", "rowspan", "align"},
@@ -73,7 +74,7 @@ def render_body(body: str) -> str:
 
 _MD_NOISE = re.compile(r"[#*_`>\[\]]+|\(https?://[^)]*\)")
 _SPACE = re.compile(r"\s+")
-_SENTENCE_END = re.compile(r"(?<=[。！？!?])|(?<=\.)\s")
+_SENTENCE_END = re.compile(r"(?<=[。！？!?])|(?<=\.)(?=\s)")  # keep the space after ". "
 
 
 def plain_text(body: str) -> str:

@@ -53,7 +53,7 @@ def next_status(current: ItemStatus, action: Action) -> ItemStatus:
         hint = f"; from {current.value} you can: {', '.join(allowed)}" if allowed else ""
         raise InvalidTransition(
             f"cannot {action.value} an item that is {current.value}{hint}",
-            status=current.value,
+            item_status=current.value,  # not "status": that is the problem document's HTTP status
             action=action.value,
         ) from None
 

@@ -182,3 +182,121 @@ item_events = sa.Table(
     sa.Column("planned_at", UTCDateTime),
     sa.UniqueConstraint("item_id", "revision", "kind"),
 )
+
+
+# -- recipients and targets (fan-out) ---------------------------------------------
+
+#: residents subscribed to a channel. The address is personal data: kept only
+#: encrypted (Fernet, security.data_key) and found through a keyed hash.
+recipients = sa.Table(
+    "recipients",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("address_hash", sa.String(64), nullable=False),
+    sa.Column("address_enc", sa.Text, nullable=False),
+    #: category slugs; empty means all
+    sa.Column("categories", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("frequency", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("channel", "address_hash"),
+    sa.Index("ix_recipients_channel_status", "channel", "status", "id"),
+)
+
+#: consent ledger: when, how, the text agreed to, from where; and when and how it ended
+consents = sa.Table(
+    "consents",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("recipient_id", sa.Integer, sa.ForeignKey("recipients.id"), index=True),
+    sa.Column("given_at", UTCDateTime, nullable=False),
+    sa.Column("method", sa.String(32), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    #: masked source (IP prefix, masked number) — enough to show, not to identify
+    sa.Column("source", sa.String(255)),
+    sa.Column("ended_at", UTCDateTime),
+    sa.Column("ended_how", sa.String(64)),
+)
+
+#: keyed hashes that must never be messaged again; survives erasure of the resident
+suppressions = sa.Table(
+    "suppressions",
+    metadata,
+    sa.Column("channel", sa.String(16), primary_key=True),
+    sa.Column("address_hash", sa.String(64), primary_key=True),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+#: non-personal targets: portal endpoints, boards, feeds
+endpoints = sa.Table(
+    "endpoints",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("address", sa.Text, nullable=False),
+    sa.Column("categories", sa.JSON, nullable=False),
+    sa.Column("settings", sa.JSON, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("channel", "name"),
+)
+
+# -- the delivery ledger ---------------------------------------------------------------
+
+#: one row per (subject, channel, target); the unique key makes planning idempotent
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    #: "event:<item_events.id>", later "digest:…", "pack:…", "tx:…"
+    sa.Column("subject", sa.String(64), nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),
+    #: "r:<recipients.id>" or "e:<endpoints.id>"
+    sa.Column("target", sa.String(64), nullable=False),
+    sa.Column("item_id", sa.String(36), index=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    #: urgent rows first (higher first)
+    sa.Column("priority", sa.Integer, nullable=False),
+    #: never deferred by quiet hours (urgent items, transactional messages)
+    sa.Column("bypass_quiet", sa.Boolean, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("due_at", UTCDateTime, nullable=False),
+    sa.Column("claimed_by", sa.String(64)),
+    sa.Column("provider_id", sa.String(128)),
+    sa.Column("units", sa.Integer),
+    sa.Column("reason", sa.String(64)),
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("sent_at", UTCDateTime),
+    sa.Column("delivered_at", UTCDateTime),
+    sa.UniqueConstraint("subject", "channel", "target"),
+    sa.Index("ix_deliveries_claim", "channel", "state", "due_at"),
+)
+
+#: append-only: every state change of every delivery
+delivery_events = sa.Table(
+    "delivery_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("delivery_id", sa.Integer, nullable=False, index=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("from_state", sa.String(16)),
+    sa.Column("to_state", sa.String(16), nullable=False),
+    sa.Column("detail", sa.Text),
+)
+
+#: delivery worker processes and their heartbeats; a stale one's claims are recovered
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("heartbeat_at", UTCDateTime, nullable=False),
+)

@@ -77,6 +77,11 @@ class EventKind:
     EXPIRED = "expired"
 
 
+#: channels that send a correction again unless the reviewer chooses otherwise:
+#: the catalogue copies (portal, feeds, boards) must show the corrected text, while
+#: residents are not messaged twice for a fix
+CORRECTION_RESEND = frozenset({Channel.PORTAL, Channel.RSS, Channel.BOARD})
+
 #: channels an imported (archival) item may reach: it is catalogued and fed, never
 #: messaged to residents nor pushed or posted again
 IMPORTED_CHANNELS = frozenset({Channel.RSS})
@@ -351,6 +356,19 @@ class SqlStore:
         async with self.read() as conn:
             return await self._load(conn, item_id)
 
+    async def get_revision(self, item_id: str, number: int) -> Revision:
+        async with self.read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(t.revisions).where(
+                        t.revisions.c.item_id == item_id, t.revisions.c.number == number
+                    )
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"item {item_id} has no revision {number}")
+        return _revision(row)
+
     async def list_items(self, query: ItemQuery) -> tuple[list[Item], int]:
         cond = self._conditions(query)
         async with self.read() as conn:
@@ -527,9 +545,14 @@ class SqlStore:
         actor: Actor,
         reason: str | None = None,
         acknowledge_personal_data: bool = False,
+        resend: frozenset[Channel] | None = None,
         now: datetime | None = None,
     ) -> Item:
-        """Apply one workflow action, with its audit rows and events, in one transaction."""
+        """Apply one workflow action, with its audit rows and events, in one transaction.
+
+        `resend` is the reviewer's choice, when approving a correction, of the
+        channels that send it again (default CORRECTION_RESEND).
+        """
         workflow.check_role(actor.role, action)
         if action is Action.REJECT and not (reason and reason.strip()):
             raise ValidationFailed("reason: a rejection needs a reason the author can act on")
@@ -561,11 +584,12 @@ class SqlStore:
                     reason,
                     acknowledge_personal_data,
                     now,
+                    resend,
                 )
             else:
                 to = workflow.next_status(status, action)
                 if action is Action.APPROVE:
-                    workflow.check_four_eyes(item.revision.author, actor.name)
+                    await self._check_four_eyes(conn, item, item.revision, actor.name)
                     findings = self._check_pii(item, item.revision, acknowledge_personal_data)
                     await self._move(
                         conn, item, to, actor.name, reason, now, details=_pii_details(findings)
@@ -600,6 +624,7 @@ class SqlStore:
         reason: str | None,
         acknowledge: bool,
         now: datetime,
+        resend: frozenset[Channel] | None = None,
     ) -> None:
         moves = {
             (RevisionState.DRAFT, Action.SUBMIT): RevisionState.IN_REVIEW,
@@ -614,9 +639,13 @@ class SqlStore:
             )
         details: dict[str, Any] = {"pending_revision": True}
         if action is Action.APPROVE:
-            workflow.check_four_eyes(pending.author, actor.name)
+            await self._check_four_eyes(conn, item, pending, actor.name)
             findings = self._check_pii(item, pending, acknowledge)
             details.update(_pii_details(findings))
+            if item.status is ItemStatus.PUBLISHED:
+                chosen = CORRECTION_RESEND if resend is None else resend
+                resend_to = self._channels_for(item, pending.content) & chosen
+                details["resend"] = sorted(c.value for c in resend_to)
             await conn.execute(
                 t.items.update()
                 .where(t.items.c.id == item.id)
@@ -643,13 +672,12 @@ class SqlStore:
             )
             if item.status is ItemStatus.PUBLISHED:
                 # the approved revision goes out as a correction (更正)
-                channels = self._channels_for(item, pending.content)
                 await self._event(
                     conn,
                     item.id,
                     pending.number,
                     EventKind.CORRECTED,
-                    channels,
+                    resend_to,
                     pending.content.urgent,
                     now,
                 )
@@ -677,6 +705,24 @@ class SqlStore:
             reason,
             details,
         )
+
+    async def _check_four_eyes(
+        self, conn: AsyncConnection, item: Item, revision: Revision, approver: str
+    ) -> None:
+        """Four-eyes against everyone who wrote, edited or attached to this revision."""
+        authors = set(
+            (
+                await conn.scalars(
+                    sa.select(t.audit_log.c.actor).where(
+                        t.audit_log.c.item_id == item.id,
+                        t.audit_log.c.revision == revision.number,
+                        t.audit_log.c.action.in_(("create", "edit", "revise", "attach")),
+                    )
+                )
+            ).all()
+        )
+        for author in sorted(authors | {revision.author}):
+            workflow.check_four_eyes(author, approver)
 
     def _check_pii(
         self, item: Item, revision: Revision, acknowledged: bool

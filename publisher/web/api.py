@@ -25,6 +25,7 @@ from publisher.models import (
     Action,
     Attachment,
     AuditEntry,
+    Channel,
     Disclosure,
     Item,
     ItemStatus,
@@ -49,6 +50,13 @@ class ApproveBody(TransitionBody):
         description=(
             "Required (true) when the revision under review shows unmasked personal data "
             "(resident ID, mobile or bank card numbers); recorded in the audit log."
+        ),
+    )
+    resend: list[Channel] | None = Field(
+        default=None,
+        description=(
+            "When approving a correction (更正) of a published item: the channels that send it "
+            "again. Default: portal, rss and board; sms and email only when listed here."
         ),
     )
 
@@ -87,9 +95,32 @@ async def read_json(request: web.Request, model: type[M], *, optional: bool = Fa
         raise ValidationFailed(
             f"body: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from None
+    except RecursionError:
+        raise ValidationFailed("body: JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise ValidationFailed("body: must be a JSON object")
+    if _has_nul(data):  # PostgreSQL text cannot hold U+0000: a 500 at insert otherwise
+        raise ValidationFailed("body: text must not contain the NUL character (\\u0000)")
     return model.model_validate(data)
+
+
+def _has_nul(value: Any) -> bool:
+    stack = [value]  # no recursion: the JSON may be nested as deep as the parser allows
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str) and "\x00" in v:
+            return True
+        if isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
+
+
+def _resend_choice(body: TransitionBody) -> frozenset[Channel] | None:
+    chosen = body.resend if isinstance(body, ApproveBody) else None
+    return frozenset(chosen) if chosen is not None else None
 
 
 async def _wake_scheduler(request: web.Request) -> None:
@@ -333,6 +364,7 @@ async def _transition(
         actor=_actor(request),
         reason=body.reason,
         acknowledge_personal_data=getattr(body, "acknowledge_personal_data", False),
+        resend=_resend_choice(body),
     )
     await _wake_scheduler(request)
     return json_response(item_json(item, request.app[CONFIG]), etag=item.etag)

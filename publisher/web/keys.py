@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from publisher.config import Config
@@ -12,8 +14,9 @@ from publisher.store.sql import SqlStore
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", SqlStore)
 SCHEDULER = web.AppKey("scheduler", PublicationScheduler)
-#: set by the auth middleware on staff routes
-USER_KEY = "publisher.user"
+#: set by the auth middleware on staff routes (a RequestKey where aiohttp has them: a str key
+#: warns NotAppKeyWarning on first use, which a warnings-as-errors run turns into a 500)
+USER_KEY: Any = web.RequestKey("user", User) if hasattr(web, "RequestKey") else "publisher.user"
 
 
 def current_user(request: web.Request) -> User:

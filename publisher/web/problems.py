@@ -88,7 +88,10 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             detail = f"{request.method} is not allowed on {request.path}"
         elif exc.status == 413:
             detail = "the request body is too large"
-        return problem(exc.status, kind, exc.reason, detail, request.path)
+        resp = problem(exc.status, kind, exc.reason, detail, request.path)
+        if "Allow" in exc.headers:  # a 405 must say what is allowed (RFC 9110)
+            resp.headers["Allow"] = exc.headers["Allow"]
+        return resp
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return problem(

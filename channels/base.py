@@ -1,0 +1,150 @@
+"""The channel adapter contract.
+
+An adapter renders a subject for one target (pure: used for previews too) and
+makes ONE delivery attempt. It never retries, sleeps, paces or records anything:
+the core (publisher.delivery) does batching, concurrency, pacing, retries and
+bookkeeping, deciding by the exception type.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """An adapter's defaults; `channels.<name>` in config.yaml may override each."""
+
+    #: attempts in flight at once, per worker process
+    concurrency: int = 10
+    #: attempts started per second, per worker process (None: unpaced)
+    per_second: float | None = None
+    #: the provider reports delivery later (SMS DLRs, board confirmations)
+    receipts: bool = False
+    #: an attempt cut short by a crash may be made again without harm (the far
+    #: end recognises repeats); if not, such rows become `unknown` for staff
+    repeatable: bool = False
+    #: the channel can take back what it sent (withdrawn / expired events)
+    retracts: bool = False
+    #: targets are residents who subscribe (as opposed to configured endpoints)
+    subscribers: bool = False
+
+
+class ReceiptState(StrEnum):
+    SENT = "sent"
+    DELIVERED = "delivered"
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    state: ReceiptState
+    provider_id: str | None = None
+    #: billed units (SMS segments), when the channel counts them
+    units: int | None = None
+
+
+class DeliveryError(Exception):
+    """One attempt did not get through."""
+
+
+class TransientDeliveryError(DeliveryError):
+    """Try again later (timeouts, 5xx, 429, connection faults)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Never try again; `reason` is a short slug staff can filter on (bounced, rejected …)."""
+
+    def __init__(self, message: str, *, reason: str = "rejected") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """What is being delivered: an item revision's event (later also digests, packs …)."""
+
+    key: str  #: ledger subject, e.g. "event:42"
+    kind: str  #: published | corrected | withdrawn | expired | …
+    item_id: str | None
+    revision: int | None
+    title: str
+    summary: str
+    body: str
+    body_html: str
+    category: str
+    category_name: str
+    agency: str
+    index_no: str | None
+    doc_no: str | None
+    written_at: datetime | None
+    published_at: datetime | None
+    urgent: bool
+    public_url: str
+    correction_note: str | None = None
+    attachments: tuple[dict[str, Any], ...] = ()
+    site_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Who or where one delivery goes. `address` is personal data: never log it."""
+
+    key: str  #: ledger target, e.g. "r:17" (recipient) or "e:3" (endpoint)
+    channel: str
+    address: str
+    name: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """The channel's rendering for one target; `body` is what goes out."""
+
+    body: bytes
+    content_type: str = "text/plain; charset=utf-8"
+    headers: dict[str, str] = field(default_factory=dict)
+    #: billed units the core records before sending (SMS segments)
+    units: int | None = None
+    preview: str | None = None
+
+
+class ChannelSettings(BaseModel):
+    """Per-channel settings under `channels.<name>.settings`; adapters subclass it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChannelAdapter(ABC):
+    name: ClassVar[str]
+    limits: ClassVar[Limits] = Limits()
+    Settings: ClassVar[type[ChannelSettings]] = ChannelSettings
+
+    def __init__(self, settings: ChannelSettings, site: Any) -> None:
+        self.settings = settings
+        self.site = site
+
+    async def start(self, stack: AsyncExitStack) -> None:  # noqa: B027 - optional hook
+        """Open sessions or pools; push their cleanup onto `stack`."""
+
+    @abstractmethod
+    def render(self, subject: Subject, target: Target) -> Rendered:
+        """Pure rendering for one target. Raises PermanentDeliveryError if it cannot be rendered."""
+
+    @abstractmethod
+    async def deliver(self, rendered: Rendered, target: Target, *, delivery_id: str) -> Receipt:
+        """One attempt. Returns a Receipt, or raises Transient/PermanentDeliveryError.
+
+        `delivery_id` is stable across retries of the same ledger row, for
+        idempotency keys (webhook-id, Message-ID).
+        """

@@ -1,0 +1,86 @@
+"""Residents' addresses: normalise, mask, encrypt at rest, find by keyed hash.
+
+Two keys are derived from security.data_key with HKDF: one encrypts (Fernet),
+one hashes (HMAC-SHA256). Without the data key the stored addresses are
+unreadable — which is why it is kept apart from backups.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+
+import phonenumbers
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from publisher.errors import ConfigError, ValidationFailed
+
+
+def normalize(channel: str, address: str, region: str = "CN") -> str:
+    """The canonical form of an address for `channel`; raises ValidationFailed with the reason."""
+    address = address.strip()
+    if not address:
+        raise ValidationFailed("address: empty")
+    if channel == "sms":
+        try:
+            number = phonenumbers.parse(address, region)
+        except phonenumbers.NumberParseException as exc:
+            raise ValidationFailed(f"address: not a phone number ({exc})") from None
+        if not phonenumbers.is_valid_number(number):
+            raise ValidationFailed("address: not a valid phone number for its region")
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    if channel == "email":
+        local, at, domain = address.rpartition("@")
+        if not at or not local or not domain or " " in address:
+            raise ValidationFailed("address: not an email address")
+        return f"{local}@{domain.lower()}"
+    return address
+
+
+def mask(address: str) -> str:
+    """138****1234 for phone numbers, a***@example.org for email; safe for pages and logs."""
+    if "@" in address:
+        local, _, domain = address.rpartition("@")
+        return (local[:1] + "***@" + domain) if local else "***@" + domain
+    digits = address.lstrip("+")
+    if address.startswith("+86") and len(digits) == 13:
+        digits = digits[2:]
+    if len(digits) >= 7:
+        return digits[:3] + "****" + digits[-4:]
+    return "*" * len(address)
+
+
+class AddressBox:
+    def __init__(self, data_key: bytes) -> None:
+        try:
+            raw = base64.urlsafe_b64decode(data_key.strip())
+        except (binascii.Error, ValueError):
+            raise ConfigError("security.data_key: not urlsafe base64") from None
+        if len(raw) != 32:
+            raise ConfigError(f"security.data_key: must decode to 32 bytes, not {len(raw)}")
+        self._fernet = Fernet(base64.urlsafe_b64encode(_derive(raw, b"gongkai/address/encrypt")))
+        self._hash_key = _derive(raw, b"gongkai/address/hash")
+
+    def hash(self, channel: str, address: str) -> str:
+        msg = f"{channel}\x00{address}".encode()
+        return hmac.new(self._hash_key, msg, hashlib.sha256).hexdigest()
+
+    def seal(self, address: str) -> str:
+        return self._fernet.encrypt(address.encode()).decode()
+
+    def open(self, sealed: str) -> str:
+        try:
+            return self._fernet.decrypt(sealed.encode()).decode()
+        except InvalidToken:
+            raise ConfigError(
+                "security.data_key: cannot decrypt a stored address — is this the key the store "
+                "was written with?"
+            ) from None
+
+
+def _derive(raw: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(raw)

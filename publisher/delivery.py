@@ -1,0 +1,490 @@
+"""Delivery workers: claim due ledger rows, render, make one attempt, record the outcome.
+
+Exactly once, through crashes: a row is `sending` from its claim until its
+outcome is recorded, and a worker holds at most `concurrency` such rows per
+channel (a slot is freed only when the outcome is written, not when the request
+returns). After a crash, a channel whose attempts may be repeated requeues them;
+any other marks them `unknown` — never more rows than the concurrency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import time
+from collections import OrderedDict
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from datetime import time as dtime
+from typing import Any
+
+import sqlalchemy as sa
+
+from channels import load_adapter_class
+from channels.base import (
+    ChannelAdapter,
+    Limits,
+    PermanentDeliveryError,
+    Receipt,
+    ReceiptState,
+    Subject,
+    Target,
+    TransientDeliveryError,
+)
+from publisher.addresses import AddressBox
+from publisher.config import ChannelConfig, Config, QuietHours
+from publisher.errors import ConfigError
+from publisher.fanout import FanOut
+from publisher.ledger import Claimed, DeliveryState, Ledger, Outcome, new_worker_id
+from publisher.metrics import METRICS
+from publisher.recipients import RecipientStatus
+from publisher.store import schema as t
+from publisher.store.sql import SqlStore, utcnow
+from publisher.text import derive_summary, render_body
+
+log = logging.getLogger("publisher.delivery")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int
+    base_seconds: float
+    cap_seconds: float
+
+    def next_due(self, attempts: int, now: datetime, retry_after: float | None) -> datetime | None:
+        """When to try again after `attempts` attempts, or None when they are used up.
+
+        Exponential backoff with full jitter (half fixed, half random), never
+        sooner than the provider's Retry-After.
+        """
+        if attempts >= self.max_attempts:
+            return None
+        delay = min(self.cap_seconds, self.base_seconds * 2 ** (attempts - 1))
+        delay = delay / 2 + random.uniform(0, delay / 2)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.cap_seconds))
+        return now + timedelta(seconds=delay)
+
+
+class TokenBucket:
+    """Starts at most `rate` attempts per second (burst of one second's worth)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = self.capacity
+        self.stamp = time.monotonic()
+
+    async def take(self) -> None:
+        while True:
+            now = time.monotonic()
+            self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return
+            await asyncio.sleep((1 - self.tokens) / self.rate)
+
+
+def quiet_window_end(quiet: QuietHours | None, now: datetime, tz: Any) -> datetime | None:
+    """If `now` is inside the nightly window, when it ends (UTC); else None."""
+    if quiet is None:
+        return None
+    local = now.astimezone(tz)
+    start = dtime.fromisoformat(quiet.start)
+    end = dtime.fromisoformat(quiet.end)
+    t_now = local.time()
+    if start == end:
+        return None
+    if start < end:
+        inside = start <= t_now < end
+        end_day = local.date()
+    else:  # crosses midnight
+        inside = t_now >= start or t_now < end
+        end_day = local.date() if t_now < end else local.date() + timedelta(days=1)
+    if not inside:
+        return None
+    return datetime.combine(end_day, end, tzinfo=tz).astimezone(UTC)
+
+
+@dataclass
+class ChannelRuntime:
+    name: str
+    adapter: ChannelAdapter
+    limits: Limits
+    config: ChannelConfig
+    retry: RetryPolicy
+    bucket: TokenBucket | None
+    slots: int = 0
+    slot_freed: asyncio.Event | None = None
+
+
+def effective_limits(adapter_limits: Limits, cfg: ChannelConfig) -> Limits:
+    return Limits(
+        concurrency=cfg.concurrency or adapter_limits.concurrency,
+        per_second=cfg.per_second if cfg.per_second is not None else adapter_limits.per_second,
+        receipts=adapter_limits.receipts,
+        repeatable=cfg.repeatable if cfg.repeatable is not None else adapter_limits.repeatable,
+        retracts=adapter_limits.retracts,
+        subscribers=adapter_limits.subscribers,
+    )
+
+
+class DeliveryWorker:
+    """One worker process's engine: planner, one loop per channel, recorder, heartbeat."""
+
+    def __init__(self, store: SqlStore, *, worker_id: str | None = None) -> None:
+        self.store = store
+        self.config: Config = store.config
+        self.ledger = Ledger(store)
+        self.fanout = FanOut(store, self.ledger)
+        self.worker_id = worker_id or new_worker_id()
+        self.box = AddressBox(self.config.data_key())
+        self.channels: dict[str, ChannelRuntime] = {}
+        self._subjects: OrderedDict[str, Subject] = OrderedDict()
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stack = AsyncExitStack()
+        self._inflight: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._load_channels()
+        await self.fanout.ensure_endpoints()
+        await self.ledger.register_worker(self.worker_id, os.getpid())
+        await self._recover()
+        self._tasks = [
+            asyncio.create_task(self._planner_loop(), name="planner"),
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+        ]
+        for runtime in self.channels.values():
+            self._tasks.append(
+                asyncio.create_task(self._channel_loop(runtime), name=f"deliver-{runtime.name}")
+            )
+
+    async def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        for rt in self.channels.values():
+            if rt.slot_freed:
+                rt.slot_freed.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+        await self.ledger.unregister_worker(self.worker_id)
+        await self._stack.aclose()
+
+    def wake(self) -> None:
+        """New work may be due (an approval, a retry): look now instead of at the next poll."""
+        self._wake.set()
+
+    async def _load_channels(self) -> None:
+        for name in ("portal", "rss", "sms", "email", "board"):
+            cfg = self.config.channels.get(name)
+            if not cfg.enabled:
+                continue
+            try:
+                cls = load_adapter_class(name, cfg.adapter)
+            except LookupError as exc:
+                if cfg.adapter:
+                    raise ConfigError(f"channels.{name}.adapter: {exc}") from None
+                log.warning("%s; its deliveries stay queued", exc)
+                continue
+            try:
+                settings = cls.Settings.model_validate(cfg.settings)
+            except Exception as exc:
+                raise ConfigError(f"channels.{name}.settings: {exc}") from None
+            adapter = cls(settings, self.config.site)
+            await adapter.start(self._stack)
+            limits = effective_limits(cls.limits, cfg)
+            self.channels[name] = ChannelRuntime(
+                name=name,
+                adapter=adapter,
+                limits=limits,
+                config=cfg,
+                retry=RetryPolicy(cfg.max_attempts, cfg.retry_base_seconds, cfg.retry_cap_seconds),
+                bucket=TokenBucket(limits.per_second) if limits.per_second else None,
+                slots=limits.concurrency,
+                slot_freed=asyncio.Event(),
+            )
+
+    # -- loops -----------------------------------------------------------------------
+
+    async def _planner_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if await self.fanout.plan_pending():
+                    for rt in self.channels.values():
+                        assert rt.slot_freed is not None
+                        rt.slot_freed.set()
+            except Exception:
+                log.exception("planning failed; will try again")
+            await self._idle(self.config.delivery.poll_seconds)
+
+    async def _heartbeat_loop(self) -> None:
+        beat = self.config.delivery.heartbeat_seconds
+        while not self._stop.is_set():
+            await asyncio.sleep(beat)
+            try:
+                await self.ledger.heartbeat(self.worker_id)
+                await self._recover()
+            except Exception:
+                log.exception("heartbeat failed")
+
+    async def _recover(self) -> None:
+        stale = timedelta(seconds=3 * self.config.delivery.heartbeat_seconds)
+        repeatable = {n: rt.limits.repeatable for n, rt in self.channels.items()}
+        counts = await self.ledger.recover(stale, repeatable)
+        if any(counts.values()):
+            log.warning(
+                "recovered deliveries left by a stopped worker: %d requeued, %d unknown",
+                counts["requeued"],
+                counts["unknown"],
+            )
+
+    async def _idle(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        self._wake.clear()
+
+    async def _channel_loop(self, rt: ChannelRuntime) -> None:
+        assert rt.slot_freed is not None
+        poll = self.config.delivery.poll_seconds
+        tz = self.config.site.tz
+        low_water = max(1, rt.limits.concurrency // 4)
+        next_quiet_check = 0.0
+        recorder = _Recorder(self, rt)
+        while not self._stop.is_set():
+            try:
+                if rt.slots < low_water:
+                    rt.slot_freed.clear()
+                    await rt.slot_freed.wait()
+                    continue
+                now = utcnow()
+                quiet_until = quiet_window_end(rt.config.quiet_hours, now, tz)
+                if quiet_until is not None and time.monotonic() >= next_quiet_check:
+                    await self.ledger.defer_quiet(rt.name, quiet_until, now)
+                    next_quiet_check = time.monotonic() + poll
+                want = min(rt.slots, self.config.delivery.batch_size)
+                rows = await self.ledger.claim(
+                    rt.name, self.worker_id, want, quiet=quiet_until is not None
+                )
+                if not rows:
+                    rt.slot_freed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(rt.slot_freed.wait(), timeout=poll)
+                    continue
+                rt.slots -= len(rows)
+                METRICS.queue_claimed(rt.name, len(rows))
+                targets = await self._targets(rt.name, rows)
+                for row in rows:
+                    task = asyncio.create_task(
+                        self._attempt(rt, row, targets.get(row.target), recorder)
+                    )
+                    self._inflight.add(task)
+                    task.add_done_callback(self._inflight.discard)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("delivery loop for %s failed; retrying", rt.name)
+                await asyncio.sleep(poll)
+
+    # -- one attempt ---------------------------------------------------------------------
+
+    async def _attempt(
+        self, rt: ChannelRuntime, row: Claimed, target: Target | str | None, recorder: _Recorder
+    ) -> None:
+        started = time.monotonic()
+        try:
+            outcome = await self._try(rt, row, target)
+        except asyncio.CancelledError:
+            # shutting down mid-attempt: leave the row in `sending` for recovery
+            raise
+        except Exception as exc:  # a bug in an adapter must not lose the row
+            log.exception("adapter %s raised unexpectedly", rt.name)
+            outcome = self._transient(rt, row, f"internal error: {exc!r}", None)
+        METRICS.observe_attempt(rt.name, outcome.state.value, time.monotonic() - started)
+        await recorder.add(outcome)
+
+    async def _try(self, rt: ChannelRuntime, row: Claimed, target: Target | str | None) -> Outcome:
+        if target is None:
+            return Outcome(row.id, DeliveryState.SKIPPED, reason="erased")
+        if isinstance(target, str):  # a reason not to send
+            return Outcome(row.id, DeliveryState.SKIPPED, reason=target)
+        subject = await self._subject(row.subject)
+        try:
+            rendered = rt.adapter.render(subject, target)
+        except PermanentDeliveryError as exc:
+            return Outcome(row.id, DeliveryState.FAILED, reason=exc.reason, error=str(exc))
+        if rt.bucket is not None:
+            await rt.bucket.take()
+        try:
+            receipt: Receipt = await rt.adapter.deliver(rendered, target, delivery_id=str(row.id))
+        except PermanentDeliveryError as exc:
+            return Outcome(
+                row.id,
+                DeliveryState.FAILED,
+                reason=exc.reason,
+                error=str(exc),
+                units=rendered.units,
+            )
+        except TransientDeliveryError as exc:
+            return self._transient(rt, row, str(exc), exc.retry_after)
+        state = (
+            DeliveryState.DELIVERED
+            if receipt.state is ReceiptState.DELIVERED
+            else DeliveryState.SENT
+        )
+        return Outcome(
+            row.id,
+            state,
+            provider_id=receipt.provider_id,
+            units=receipt.units if receipt.units is not None else rendered.units,
+        )
+
+    def _transient(
+        self, rt: ChannelRuntime, row: Claimed, error: str, retry_after: float | None
+    ) -> Outcome:
+        due = rt.retry.next_due(row.attempts, utcnow(), retry_after)
+        if due is None:
+            return Outcome(row.id, DeliveryState.FAILED, reason="retries_exhausted", error=error)
+        return Outcome(row.id, DeliveryState.RETRYING, error=error, due_at=due)
+
+    # -- subjects and targets -----------------------------------------------------------------
+
+    async def _subject(self, key: str) -> Subject:
+        cached = self._subjects.get(key)
+        if cached is not None:
+            self._subjects.move_to_end(key)
+            return cached
+        kind, _, ident = key.partition(":")
+        if kind != "event":
+            raise PermanentDeliveryError(f"unknown subject {key}", reason="unknown_subject")
+        async with self.store.read() as conn:
+            ev = (
+                await conn.execute(sa.select(t.item_events).where(t.item_events.c.id == int(ident)))
+            ).first()
+        if ev is None:
+            raise PermanentDeliveryError(f"no event {ident}", reason="unknown_subject")
+        item = await self.store.get_item(ev.item_id)
+        rev = await self.store.get_revision(ev.item_id, ev.revision)
+        c = rev.content
+        cat = self.config.category(c.category)
+        base = self.config.site.public_base
+        subject = Subject(
+            key=key,
+            kind=ev.kind,
+            item_id=item.id,
+            revision=rev.number,
+            title=c.title,
+            summary=c.summary or derive_summary(c.body, self.config.items.summary_chars),
+            body=c.body,
+            body_html=render_body(c.body),
+            category=c.category,
+            category_name=cat.name if cat else c.category,
+            agency=c.agency,
+            index_no=item.index_no,
+            doc_no=c.doc_no,
+            written_at=c.written_at,
+            published_at=item.published_at,
+            urgent=c.urgent,
+            public_url=f"{base}/items/{item.id}",
+            correction_note=rev.correction_note,
+            attachments=tuple(
+                {
+                    "filename": a.filename,
+                    "sha256": a.sha256,
+                    "size": a.size,
+                    "url": f"{base}/items/{item.id}/attachments/{a.id}/{a.filename}",
+                }
+                for a in item.attachments
+                if a.revision <= rev.number
+            ),
+            site_name=self.config.site.name,
+        )
+        self._subjects[key] = subject
+        if len(self._subjects) > 256:
+            self._subjects.popitem(last=False)
+        return subject
+
+    async def _targets(self, channel: str, rows: list[Claimed]) -> dict[str, Target | str]:
+        """Targets for a claimed batch in two queries; a string instead is why not to send."""
+        rids = [int(r.target[2:]) for r in rows if r.target.startswith("r:")]
+        eids = [int(r.target[2:]) for r in rows if r.target.startswith("e:")]
+        out: dict[str, Target | str] = {}
+        async with self.store.read() as conn:
+            if rids:
+                rec = t.recipients
+                sup = t.suppressions
+                result = await conn.execute(
+                    sa.select(rec.c.id, rec.c.address_enc, rec.c.status, sup.c.reason)
+                    .outerjoin(
+                        sup,
+                        sa.and_(
+                            sup.c.channel == rec.c.channel, sup.c.address_hash == rec.c.address_hash
+                        ),
+                    )
+                    .where(rec.c.id.in_(rids))
+                )
+                for r in result:
+                    key = f"r:{r.id}"
+                    if r.reason is not None:
+                        out[key] = "suppressed" if r.reason != "opted_out" else "opted_out"
+                    elif r.status != RecipientStatus.ACTIVE.value:
+                        out[key] = (
+                            "opted_out"
+                            if r.status == RecipientStatus.UNSUBSCRIBED.value
+                            else r.status
+                        )
+                    else:
+                        out[key] = Target(key, channel, self.box.open(r.address_enc))
+            if eids:
+                result = await conn.execute(
+                    sa.select(t.endpoints).where(t.endpoints.c.id.in_(eids))
+                )
+                for e in result:
+                    key = f"e:{e.id}"
+                    out[key] = (
+                        Target(key, channel, e.address, e.name, dict(e.settings))
+                        if e.enabled
+                        else "endpoint_disabled"
+                    )
+        return out
+
+
+class _Recorder:
+    """Group commit of a channel's outcomes; frees a slot per recorded row."""
+
+    def __init__(self, worker: DeliveryWorker, rt: ChannelRuntime) -> None:
+        self.worker = worker
+        self.rt = rt
+        self.pending: list[Outcome] = []
+        self.lock = asyncio.Lock()
+
+    async def add(self, outcome: Outcome) -> None:
+        self.pending.append(outcome)
+        async with self.lock:  # whoever gets the lock writes everything gathered meanwhile
+            batch, self.pending = self.pending, []
+            if not batch:
+                return
+            for attempt in range(5):
+                try:
+                    await self.worker.ledger.record(self.worker.worker_id, batch)
+                    break
+                except Exception:
+                    if attempt == 4:
+                        # the rows stay `sending`; recovery settles them after a restart
+                        log.exception("cannot record %d outcomes", len(batch))
+                    else:
+                        await asyncio.sleep(0.2 * (attempt + 1))
+            self.rt.slots += len(batch)
+            assert self.rt.slot_freed is not None
+            self.rt.slot_freed.set()

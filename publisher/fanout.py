@@ -1,0 +1,161 @@
+"""Fan-out: an item event becomes ledger rows, one per (channel, target).
+
+Recipients are read in keyset-paged batches and inserted as they are read, so
+memory stays flat however long the list is; the unique key on the ledger makes
+a repeated or interrupted plan harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import sqlalchemy as sa
+
+from publisher.config import Config
+from publisher.ledger import PRIORITY_NORMAL, PRIORITY_URGENT, Ledger
+from publisher.recipients import RecipientStatus
+from publisher.store import schema as t
+from publisher.store.sql import EventKind, SqlStore, utcnow
+
+log = logging.getLogger("publisher.fanout")
+
+#: channels whose targets are residents (recipients); the others have endpoints
+SUBSCRIBER_CHANNELS = frozenset({"sms", "email"})
+#: channels that can take back what they sent: feeds drop the entry, the portal
+#: is told, boards get a take-down
+RETRACTING_CHANNELS = frozenset({"portal", "rss", "board"})
+RETRACT_EVENTS = frozenset({EventKind.WITHDRAWN, EventKind.EXPIRED})
+
+
+class FanOut:
+    def __init__(self, store: SqlStore, ledger: Ledger) -> None:
+        self.store = store
+        self.ledger = ledger
+        self.config: Config = store.config
+
+    async def ensure_endpoints(self) -> None:
+        """Create the endpoints config.yaml declares (and the feeds target) if missing."""
+        declared: list[tuple[str, str, str, list[str], dict[str, Any]]] = [
+            ("rss", "feeds", "feeds", [], {})
+        ]
+        for channel in ("portal", "rss", "sms", "email", "board"):
+            for ep in self.config.channels.get(channel).endpoints:
+                declared.append((channel, ep.name, ep.address, ep.categories, ep.settings))
+        now = utcnow()
+        async with self.store.write() as conn:
+            for channel, name, address, categories, settings in declared:
+                exists = await conn.scalar(
+                    sa.select(t.endpoints.c.id).where(
+                        t.endpoints.c.channel == channel, t.endpoints.c.name == name
+                    )
+                )
+                if exists is None:
+                    await conn.execute(
+                        t.endpoints.insert().values(
+                            channel=channel,
+                            name=name,
+                            address=address,
+                            categories=categories,
+                            settings=settings,
+                            enabled=True,
+                            created_at=now,
+                        )
+                    )
+
+    async def plan_pending(self) -> int:
+        """Plan every event not yet planned; returns how many rows were queued."""
+        total = 0
+        for event in await self.ledger.pending_events():
+            total += await self.plan(event)
+        return total
+
+    async def plan(self, event: Any) -> int:
+        subject = f"event:{event.id}"
+        category = event_category = None
+        async with self.store.read() as conn:
+            event_category = await conn.scalar(
+                sa.select(t.revisions.c.category).where(
+                    t.revisions.c.item_id == event.item_id,
+                    t.revisions.c.number == event.revision,
+                )
+            )
+        category = event_category or ""
+        priority = PRIORITY_URGENT if event.urgent else PRIORITY_NORMAL
+        queued = 0
+        if event.kind in RETRACT_EVENTS:
+            cancelled = await self.ledger.cancel_open(
+                event.item_id, except_subject=subject, reason=event.kind
+            )
+            if cancelled:
+                log.info(
+                    "item %s %s: %d deliveries cancelled", event.item_id, event.kind, cancelled
+                )
+        for channel in event.channels:
+            if event.kind in RETRACT_EVENTS:
+                if channel not in RETRACTING_CHANNELS:
+                    continue
+                targets = await self.ledger.delivered_targets(event.item_id, channel)
+                queued += await self.ledger.insert_rows(
+                    subject, channel, targets, item_id=event.item_id,
+                    priority=priority, bypass_quiet=True,
+                )  # fmt: skip
+                continue
+            async for batch in self._targets(channel, category):
+                queued += await self.ledger.insert_rows(
+                    subject, channel, batch, item_id=event.item_id,
+                    priority=priority, bypass_quiet=bool(event.urgent),
+                )  # fmt: skip
+        await self.ledger.mark_planned(event.id)
+        log.info("item %s %s: %d deliveries queued", event.item_id, event.kind, queued)
+        return queued
+
+    async def _targets(self, channel: str, category: str) -> AsyncIterator[list[str]]:
+        size = self.config.delivery.plan_batch
+        if channel not in SUBSCRIBER_CHANNELS:
+            async with self.store.read() as conn:
+                rows = (
+                    await conn.execute(
+                        sa.select(t.endpoints.c.id, t.endpoints.c.categories).where(
+                            t.endpoints.c.channel == channel, t.endpoints.c.enabled.is_(True)
+                        )
+                    )
+                ).all()
+            batch = [f"e:{r.id}" for r in rows if not r.categories or category in r.categories]
+            if batch:
+                yield batch
+            return
+        r = t.recipients
+        s = t.suppressions
+        last = 0
+        while True:
+            async with self.store.read() as conn:
+                rows = (
+                    await conn.execute(
+                        sa.select(r.c.id, r.c.categories)
+                        .outerjoin(
+                            s,
+                            sa.and_(
+                                s.c.channel == r.c.channel, s.c.address_hash == r.c.address_hash
+                            ),
+                        )
+                        .where(
+                            r.c.channel == channel,
+                            r.c.status == RecipientStatus.ACTIVE.value,
+                            r.c.frequency == "immediate",
+                            s.c.address_hash.is_(None),
+                            r.c.id > last,
+                        )
+                        .order_by(r.c.id)
+                        .limit(size)
+                    )
+                ).all()
+            if not rows:
+                return
+            last = rows[-1].id
+            batch = [
+                f"r:{row.id}" for row in rows if not row.categories or category in row.categories
+            ]
+            if batch:
+                yield batch

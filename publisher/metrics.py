@@ -1,0 +1,86 @@
+"""Prometheus metrics: in-process counters and histograms, plus ledger gauges read at scrape."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from publisher.store import schema as t
+from publisher.store.sql import SqlStore
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+LATENESS_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.attempts = Counter(
+            "publisher_delivery_attempts",
+            "Delivery attempts by channel and outcome",
+            ["channel", "outcome"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "publisher_send_latency_seconds",
+            "Time of one delivery attempt",
+            ["channel"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.lateness = Histogram(
+            "publisher_publication_lateness_seconds",
+            "How late scheduled publications started after publish_at",
+            buckets=LATENESS_BUCKETS,
+            registry=self.registry,
+        )
+        self.claimed = Counter(
+            "publisher_deliveries_claimed",
+            "Rows claimed by this process",
+            ["channel"],
+            registry=self.registry,
+        )
+        self.deliveries = Gauge(
+            "publisher_deliveries",
+            "Ledger rows by channel and state",
+            ["channel", "state"],
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "publisher_queue_depth",
+            "Rows due or waiting (queued, retrying, deferred) by channel",
+            ["channel"],
+            registry=self.registry,
+        )
+
+    def observe_attempt(self, channel: str, outcome: str, seconds: float) -> None:
+        self.attempts.labels(channel, outcome).inc()
+        self.latency.labels(channel).observe(seconds)
+
+    def queue_claimed(self, channel: str, n: int) -> None:
+        self.claimed.labels(channel).inc(n)
+
+    async def render(self, store: SqlStore) -> bytes:
+        d = t.deliveries
+        async with store.read() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(d.c.channel, d.c.state, sa.func.count()).group_by(
+                        d.c.channel, d.c.state
+                    )
+                )
+            ).all()
+        self.deliveries.clear()
+        self.queue_depth.clear()
+        depth: dict[str, int] = {}
+        for channel, state, n in rows:
+            self.deliveries.labels(channel, state).set(n)
+            if state in ("queued", "retrying", "deferred"):
+                depth[channel] = depth.get(channel, 0) + int(n)
+        for channel, n in depth.items():
+            self.queue_depth.labels(channel).set(n)
+        return generate_latest(self.registry)
+
+
+#: one per process: the delivery workers and scheduler report here
+METRICS = Metrics()

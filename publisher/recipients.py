@@ -1,0 +1,405 @@
+"""Subscribers of every channel, their consent ledger, and the suppression list.
+
+Channel-specific subscription flows (SMS codes, email confirmation) sit on top
+of these primitives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+
+from publisher.addresses import AddressBox, mask, normalize
+from publisher.errors import NotFound, ValidationFailed
+from publisher.store import schema as t
+from publisher.store.sql import SqlStore, utcnow
+
+
+class RecipientStatus(StrEnum):
+    PENDING = "pending"  #: waiting for a code or a confirmation click
+    ACTIVE = "active"  #: receives items
+    UNSUBSCRIBED = "unsubscribed"  #: left; kept with its consent history
+    SUPPRESSED = "suppressed"  #: must not be messaged (bounces, opt-out list)
+
+
+#: consent the resident gave from the address itself; only these lift a suppression
+VERIFIED_METHODS = frozenset({"web_verified", "sms_keyword", "email_confirmed"})
+
+
+class Frequency(StrEnum):
+    IMMEDIATE = "immediate"
+    DAILY = "daily"
+
+
+@dataclass(frozen=True, slots=True)
+class Consent:
+    method: str  #: web | sms_keyword | staff | import
+    text: str  #: the words the resident agreed to
+    source: str | None = None  #: where from, already masked
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    id: int
+    channel: str
+    address: str
+    categories: tuple[str, ...]
+    status: RecipientStatus
+    frequency: Frequency
+    created_at: datetime
+
+    @property
+    def masked(self) -> str:
+        return mask(self.address)
+
+
+class Recipients:
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+        self.box = AddressBox(store.config.data_key())
+
+    def _norm(self, channel: str, address: str) -> tuple[str, str]:
+        addr = normalize(channel, address)
+        return addr, self.box.hash(channel, addr)
+
+    def _check_categories(self, categories: list[str]) -> None:
+        for slug in categories:
+            if self.store.config.category(slug) is None:
+                raise ValidationFailed(f"categories: unknown category {slug!r}")
+
+    async def subscribe(
+        self,
+        channel: str,
+        address: str,
+        consent: Consent,
+        *,
+        categories: list[str] | None = None,
+        frequency: Frequency = Frequency.IMMEDIATE,
+        status: RecipientStatus = RecipientStatus.ACTIVE,
+    ) -> Recipient:
+        """Add or re-activate a subscriber, recording the consent in the same transaction.
+
+        A suppressed address stays suppressed unless the new consent was given
+        from the address itself (VERIFIED_METHODS): a staff import or a list can
+        never bring back a resident who opted out or was erased.
+        """
+        cats = sorted(set(categories or []))
+        self._check_categories(cats)
+        addr, h = self._norm(channel, address)
+        now = utcnow()
+        async with self.store.write() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(t.recipients).where(
+                        t.recipients.c.channel == channel, t.recipients.c.address_hash == h
+                    )
+                )
+            ).first()
+            suppressed = await conn.scalar(
+                sa.select(t.suppressions.c.reason).where(
+                    t.suppressions.c.channel == channel, t.suppressions.c.address_hash == h
+                )
+            )
+            lift = status is RecipientStatus.ACTIVE and consent.method in VERIFIED_METHODS
+            if suppressed is not None and not lift:
+                status = RecipientStatus.SUPPRESSED
+            values = {
+                "categories": cats,
+                "status": status.value,
+                "frequency": frequency.value,
+                "updated_at": now,
+            }
+            if row is None:
+                rid = (
+                    await conn.execute(
+                        t.recipients.insert()
+                        .values(
+                            channel=channel,
+                            address_hash=h,
+                            address_enc=self.box.seal(addr),
+                            created_at=now,
+                            **values,
+                        )
+                        .returning(t.recipients.c.id)
+                    )
+                ).scalar_one()
+            else:
+                rid = row.id
+                await conn.execute(
+                    t.recipients.update().where(t.recipients.c.id == rid).values(**values)
+                )
+            if suppressed is not None and lift:
+                await conn.execute(
+                    t.suppressions.delete().where(
+                        t.suppressions.c.channel == channel, t.suppressions.c.address_hash == h
+                    )
+                )
+            await conn.execute(
+                t.consents.insert().values(
+                    recipient_id=rid,
+                    given_at=now,
+                    method=consent.method,
+                    text=consent.text,
+                    source=consent.source,
+                )
+            )
+        return await self.get(channel, addr)
+
+    async def get(self, channel: str, address: str) -> Recipient:
+        addr, h = self._norm(channel, address)
+        async with self.store.read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(t.recipients).where(
+                        t.recipients.c.channel == channel, t.recipients.c.address_hash == h
+                    )
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"no {channel} subscriber {mask(addr)}")
+        return self._recipient(row)
+
+    def _recipient(self, row: Any) -> Recipient:
+        return Recipient(
+            id=row.id,
+            channel=row.channel,
+            address=self.box.open(row.address_enc),
+            categories=tuple(row.categories),
+            status=RecipientStatus(row.status),
+            frequency=Frequency(row.frequency),
+            created_at=row.created_at,
+        )
+
+    async def unsubscribe(self, channel: str, address: str, how: str) -> None:
+        """Leave everything on `channel`: consent ends, and the address is suppressed."""
+        _, h = self._norm(channel, address)
+        now = utcnow()
+        async with self.store.write() as conn:
+            rid = await conn.scalar(
+                sa.select(t.recipients.c.id).where(
+                    t.recipients.c.channel == channel, t.recipients.c.address_hash == h
+                )
+            )
+            if rid is not None:
+                await conn.execute(
+                    t.recipients.update()
+                    .where(t.recipients.c.id == rid)
+                    .values(status=RecipientStatus.UNSUBSCRIBED.value, updated_at=now)
+                )
+                await conn.execute(
+                    t.consents.update()
+                    .where(t.consents.c.recipient_id == rid, t.consents.c.ended_at.is_(None))
+                    .values(ended_at=now, ended_how=how)
+                )
+            await self._suppress(conn, channel, h, "opted_out", now)
+
+    async def suppress(self, channel: str, address: str, reason: str) -> None:
+        _, h = self._norm(channel, address)
+        now = utcnow()
+        async with self.store.write() as conn:
+            await conn.execute(
+                t.recipients.update()
+                .where(t.recipients.c.channel == channel, t.recipients.c.address_hash == h)
+                .values(status=RecipientStatus.SUPPRESSED.value, updated_at=now)
+            )
+            await self._suppress(conn, channel, h, reason, now)
+
+    async def _suppress(self, conn: Any, channel: str, h: str, reason: str, now: datetime) -> None:
+        exists = await conn.scalar(
+            sa.select(t.suppressions.c.reason).where(
+                t.suppressions.c.channel == channel, t.suppressions.c.address_hash == h
+            )
+        )
+        if exists is None:
+            await conn.execute(
+                t.suppressions.insert().values(
+                    channel=channel, address_hash=h, reason=reason, created_at=now
+                )
+            )
+
+    async def is_suppressed(self, channel: str, address: str) -> bool:
+        _, h = self._norm(channel, address)
+        async with self.store.read() as conn:
+            found = await conn.scalar(
+                sa.select(t.suppressions.c.reason).where(
+                    t.suppressions.c.channel == channel, t.suppressions.c.address_hash == h
+                )
+            )
+        return found is not None
+
+    async def export(self, address: str) -> dict[str, Any]:
+        """Everything held about an address on any channel (PIPL access request)."""
+        out: dict[str, Any] = {"subscriptions": []}
+        for channel in ("sms", "email"):
+            try:
+                addr, h = self._norm(channel, address)
+            except ValidationFailed:
+                continue
+            async with self.store.read() as conn:
+                row = (
+                    await conn.execute(
+                        sa.select(t.recipients).where(
+                            t.recipients.c.channel == channel, t.recipients.c.address_hash == h
+                        )
+                    )
+                ).first()
+                if row is None:
+                    continue
+                consents = (
+                    await conn.execute(
+                        sa.select(t.consents)
+                        .where(t.consents.c.recipient_id == row.id)
+                        .order_by(t.consents.c.id)
+                    )
+                ).all()
+                deliveries = (
+                    await conn.execute(
+                        sa.select(t.deliveries)
+                        .where(t.deliveries.c.target == f"r:{row.id}")
+                        .order_by(t.deliveries.c.id)
+                    )
+                ).all()
+            out["subscriptions"].append(
+                {
+                    "channel": channel,
+                    "address": addr,
+                    "categories": row.categories,
+                    "status": row.status,
+                    "frequency": row.frequency,
+                    "created_at": row.created_at.isoformat(),
+                    "consents": [
+                        {
+                            "given_at": c.given_at.isoformat(),
+                            "method": c.method,
+                            "text": c.text,
+                            "source": c.source,
+                            "ended_at": c.ended_at.isoformat() if c.ended_at else None,
+                            "ended_how": c.ended_how,
+                        }
+                        for c in consents
+                    ],
+                    "deliveries": [
+                        {
+                            "subject": d.subject,
+                            "item_id": d.item_id,
+                            "state": d.state,
+                            "sent_at": d.sent_at.isoformat() if d.sent_at else None,
+                        }
+                        for d in deliveries
+                    ],
+                }
+            )
+        return out
+
+    async def erase(self, address: str) -> int:
+        """Delete a resident's data on every channel, keeping only the keyed-hash suppression.
+
+        Ledger rows stay (they hold a recipient id, not the address) so delivery
+        counts remain right. Returns how many subscriptions were erased.
+        """
+        erased = 0
+        now = utcnow()
+        for channel in ("sms", "email"):
+            try:
+                _, h = self._norm(channel, address)
+            except ValidationFailed:
+                continue
+            async with self.store.write() as conn:
+                rid = await conn.scalar(
+                    sa.select(t.recipients.c.id).where(
+                        t.recipients.c.channel == channel, t.recipients.c.address_hash == h
+                    )
+                )
+                if rid is None:
+                    continue
+                await conn.execute(t.consents.delete().where(t.consents.c.recipient_id == rid))
+                await conn.execute(t.recipients.delete().where(t.recipients.c.id == rid))
+                await self._suppress(conn, channel, h, "erased", now)
+                erased += 1
+        return erased
+
+
+async def import_subscribers(
+    recipients: Recipients,
+    channel: str,
+    addresses: list[str],
+    consent: Consent,
+    *,
+    categories: list[str] | None = None,
+    chunk: int = 1000,
+) -> int:
+    """Add many active subscribers at once (a list with documented consent, a benchmark).
+
+    Existing and suppressed addresses are left alone: an import never brings back
+    someone who opted out. Returns how many were added.
+    """
+    store = recipients.store
+    cats = sorted(set(categories or []))
+    recipients._check_categories(cats)
+    added = 0
+    for start in range(0, len(addresses), chunk):
+        now = utcnow()
+        part = {}
+        for raw in addresses[start : start + chunk]:
+            addr, h = recipients._norm(channel, raw)
+            part[h] = addr
+        async with store.write() as conn:
+            taken = set(
+                (
+                    await conn.scalars(
+                        sa.select(t.recipients.c.address_hash).where(
+                            t.recipients.c.channel == channel,
+                            t.recipients.c.address_hash.in_(list(part)),
+                        )
+                    )
+                ).all()
+            ) | set(
+                (
+                    await conn.scalars(
+                        sa.select(t.suppressions.c.address_hash).where(
+                            t.suppressions.c.channel == channel,
+                            t.suppressions.c.address_hash.in_(list(part)),
+                        )
+                    )
+                ).all()
+            )
+            rows = [
+                {
+                    "channel": channel,
+                    "address_hash": h,
+                    "address_enc": recipients.box.seal(addr),
+                    "categories": cats,
+                    "status": RecipientStatus.ACTIVE.value,
+                    "frequency": Frequency.IMMEDIATE.value,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for h, addr in part.items()
+                if h not in taken
+            ]
+            if not rows:
+                continue
+            ids = (
+                (await conn.execute(t.recipients.insert().returning(t.recipients.c.id), rows))
+                .scalars()
+                .all()
+            )
+            await conn.execute(
+                t.consents.insert(),
+                [
+                    {
+                        "recipient_id": rid,
+                        "given_at": now,
+                        "method": consent.method,
+                        "text": consent.text,
+                        "source": consent.source,
+                    }
+                    for rid in ids
+                ],
+            )
+            added += len(ids)
+    return added
