@@ -12,6 +12,7 @@ import io
 import json
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,13 +113,21 @@ async def restore(
         raise ValidationFailed(f"{src}: not a readable backup archive ({exc})") from None
     with tar:
         try:
+            names = set(tar.getnames())  # reads to the end: a damaged archive fails here
+        except (OSError, EOFError, zlib.error, tarfile.TarError) as exc:
+            raise ValidationFailed(f"{src}: damaged or truncated backup archive ({exc})") from None
+        try:
             manifest = json.load(_member(tar, "manifest.json"))
         except (KeyError, json.JSONDecodeError):
             raise ValidationFailed(
                 f"{src}: no valid manifest.json; not a publisher backup"
             ) from None
-        if manifest.get("format") != FORMAT:
-            raise ValidationFailed(f"{src}: unknown backup format {manifest.get('format')!r}")
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            fmt = manifest.get("format") if isinstance(manifest, dict) else None
+            raise ValidationFailed(f"{src}: unknown backup format {fmt!r}")
+        missing = [n for n in (f"tables/{table.name}.jsonl" for table in TABLES) if n not in names]
+        if missing:
+            raise ValidationFailed(f"{src}: incomplete backup, {missing[0]} is missing")
         here = await current_revision(store)
         if manifest.get("schema") != here:
             raise ValidationFailed(

@@ -26,6 +26,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from publisher.config import Config, load_config
+from publisher.delivery import DeliveryWorker
 from publisher.errors import ConfigError, PublisherError, ValidationFailed
 from publisher.models import Disclosure, ItemStatus, Role
 from publisher.store import open_store, upgrade
@@ -127,12 +128,14 @@ async def _serve(config: Config, host: str, port: int) -> None:
     config.data_key()  # refuse to start without the key residents' data needs
     store = await open_store(config)
     scheduler = PublicationScheduler(store, config.scheduler.sweep_seconds)
-    app = make_app(config, store, scheduler=scheduler)
+    worker = DeliveryWorker(store)
+    app = make_app(config, store, scheduler=scheduler, worker=worker)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
     await scheduler.start()
+    await worker.start()
     click.echo(f"serving on http://{host}:{port} (store: {store.engine.dialect.name})", err=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -142,8 +145,91 @@ async def _serve(config: Config, host: str, port: int) -> None:
         await stop.wait()
     finally:
         await scheduler.stop()
+        await worker.stop()
         await runner.cleanup()
         await store.close()
+
+
+@cli.command()
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """A delivery worker (and the publication scheduler) without the web server.
+
+    Run several, on one or more machines, against one PostgreSQL store: rows are
+    claimed with FOR UPDATE SKIP LOCKED, so none is sent twice.
+    """
+    config = config_of(ctx)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    run(_worker(config))
+
+
+async def _worker(config: Config) -> None:
+    from publisher.scheduler import PublicationScheduler
+
+    store = await open_store(config)
+    scheduler = PublicationScheduler(store, config.scheduler.sweep_seconds)
+    engine = DeliveryWorker(store)
+    await engine.start()
+    await scheduler.start()
+    click.echo(f"worker {engine.worker_id} running (store: {store.engine.dialect.name})", err=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await scheduler.stop()
+        await engine.stop()
+        await store.close()
+
+
+@cli.command()
+@click.argument("item_id")
+@click.option("--watch", is_flag=True, help="Follow the fan-out with a live progress bar.")
+@with_store
+async def status(store: SqlStore, item_id: str, watch: bool) -> None:
+    """Deliveries of ITEM: a table per channel (states), live with --watch."""
+    from publisher.ledger import FINAL, Ledger
+
+    item = await _find_item(store, item_id)
+    ledger = Ledger(store)
+    final = {s.value for s in FINAL}
+
+    def table(counts: dict[str, dict[str, int]]) -> Table:
+        states = sorted({s for c in counts.values() for s in c})
+        tbl = Table(
+            "channel", *states, "total", title=f"{item.content.title[:40]} ({item.status.value})"
+        )
+        for channel, by_state in sorted(counts.items()):
+            tbl.add_row(
+                channel, *(str(by_state.get(s, 0)) for s in states), str(sum(by_state.values()))
+            )
+        return tbl
+
+    counts = await ledger.counts(item.id)
+    if watch:
+        with Progress(console=err_console) as progress:
+            tasks = {}
+            while True:
+                for channel, by_state in counts.items():
+                    total = sum(by_state.values())
+                    done = sum(n for s, n in by_state.items() if s in final)
+                    if channel not in tasks:
+                        tasks[channel] = progress.add_task(channel, total=total)
+                    progress.update(tasks[channel], total=total, completed=done)
+                if counts and all(
+                    all(s in final for s in by_state) for by_state in counts.values()
+                ):
+                    break
+                await asyncio.sleep(0.5)
+                counts = await ledger.counts(item.id)
+    if not counts:
+        click.echo("no deliveries for this item")
+        return
+    console.print(table(counts))
 
 
 # -- db -------------------------------------------------------------------------------
@@ -475,6 +561,41 @@ async def restore_cmd(store: SqlStore, file: Path, force: bool) -> None:
         raise ValidationFailed(f"{file}: no such file")
     counts = await restore(store, file, force=force)
     click.echo(f"restored {file}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+@cli.group()
+def subscribers() -> None:
+    """Residents' subscriptions: their data on request (PIPL)."""
+
+
+@subscribers.command("export")
+@click.argument("address")
+@with_store
+async def subscribers_export(store: SqlStore, address: str) -> None:
+    """Print, as JSON, everything held about ADDRESS (phone number or email) on any channel."""
+    from publisher.recipients import Recipients
+
+    data = await Recipients(store).export(address)
+    if not data["subscriptions"]:
+        raise ValidationFailed("no subscriber with that address")
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+@subscribers.command("erase")
+@click.argument("address")
+@with_store
+async def subscribers_erase(store: SqlStore, address: str) -> None:
+    """Delete ADDRESS's data on every channel; only a keyed-hash suppression entry remains."""
+    from publisher.addresses import mask
+    from publisher.recipients import Recipients
+
+    n = await Recipients(store).erase(address)
+    if n == 0:
+        raise ValidationFailed("no subscriber with that address")
+    click.echo(
+        f"erased {n} subscription{'s' if n != 1 else ''} of {mask(address.strip())}; "
+        "the address stays on the suppression list"
+    )
 
 
 def main() -> None:

@@ -214,6 +214,13 @@ class SchedulerConfig(_Strict):
     sweep_seconds: float = Field(default=30.0, gt=0)
 
 
+class MetricsConfig(_Strict):
+    """Who may read /metrics: loopback clients, and anyone with the token."""
+
+    allow_loopback: bool = True
+    token: str | None = None
+
+
 class Config(_Strict):
     site: SiteConfig
     storage: StorageConfig = StorageConfig()
@@ -224,6 +231,7 @@ class Config(_Strict):
     items: ItemsConfig = ItemsConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    metrics: MetricsConfig = MetricsConfig()
     #: folder of the config file; relative paths are resolved against it
     base_dir: Path = Path(".")
 

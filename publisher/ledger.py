@@ -268,7 +268,13 @@ class Ledger:
             await conn.execute(
                 t.delivery_events.insert(),
                 [
-                    {"delivery_id": r.id, "at": now, "from_state": r.state, "to_state": "sending"}
+                    {
+                        "delivery_id": r.id,
+                        "at": now,
+                        "from_state": r.state,
+                        "to_state": "sending",
+                        "detail": f"claimed by {worker_id}",
+                    }
                     for r in picked
                 ],
             )
@@ -386,8 +392,11 @@ class Ledger:
         d = t.deliveries
         async with self.store.write() as conn:
             alive = sa.select(t.workers.c.id).where(t.workers.c.heartbeat_at >= now - stale_after)
+            # a busy worker may miss a beat: only rows claimed before the stale
+            # horizon count, so a late heartbeat never orphans fresh claims
             orphan = sa.and_(
                 d.c.state == DeliveryState.SENDING.value,
+                d.c.updated_at < now - stale_after,
                 sa.or_(d.c.claimed_by.is_(None), d.c.claimed_by.not_in(alive)),
             )
             rows = (await conn.execute(sa.select(d.c.id, d.c.channel).where(orphan))).all()

@@ -966,6 +966,8 @@ class SqlStore:
         return Attachment(att_id, item_id, revision, filename, content_type, size, sha, now)
 
     async def get_attachment(self, item_id: str, attachment_id: str) -> Attachment:
+        if "\x00" in item_id + attachment_id:  # PostgreSQL text cannot hold NUL
+            raise NotFound(f"no attachment {attachment_id!r} on item {item_id!r}")
         async with self.read() as conn:
             row = (
                 await conn.execute(
@@ -989,6 +991,8 @@ class SqlStore:
         return workflow.public_channels(content.disclosure, content.channels, allowed)
 
     async def _lock_item(self, conn: AsyncConnection, item_id: str) -> Row[Any]:
+        if "\x00" in item_id:  # PostgreSQL text cannot hold NUL: it would error, not miss
+            raise ItemNotFound(item_id)
         row = (
             await conn.execute(self._lock(sa.select(t.items).where(t.items.c.id == item_id)))
         ).first()
@@ -998,6 +1002,8 @@ class SqlStore:
         return locked
 
     async def _load(self, conn: AsyncConnection, item_id: str) -> Item:
+        if "\x00" in item_id:  # PostgreSQL text cannot hold NUL: it would error, not miss
+            raise ItemNotFound(item_id)
         row = (await conn.execute(sa.select(t.items).where(t.items.c.id == item_id))).first()
         if row is None:
             raise ItemNotFound(item_id)

@@ -5,17 +5,22 @@ from __future__ import annotations
 from aiohttp import web
 
 from publisher.config import Config
+from publisher.delivery import DeliveryWorker
 from publisher.scheduler import PublicationScheduler
 from publisher.store.sql import SqlStore
-from publisher.web import api, openapi
+from publisher.web import api, deliveries, openapi
 from publisher.web.auth import auth_middleware
-from publisher.web.keys import CONFIG, SCHEDULER, STORE
+from publisher.web.keys import CONFIG, SCHEDULER, STORE, WORKER
 from publisher.web.problems import problem_middleware
 from publisher.web.proxy import forwarded_middleware
 
 
 def make_app(
-    config: Config, store: SqlStore, *, scheduler: PublicationScheduler | None = None
+    config: Config,
+    store: SqlStore,
+    *,
+    scheduler: PublicationScheduler | None = None,
+    worker: DeliveryWorker | None = None,
 ) -> web.Application:
     # the upload limit is enforced while streaming; JSON bodies have their own, smaller limit
     app = web.Application(
@@ -26,6 +31,9 @@ def make_app(
     app[STORE] = store
     if scheduler is not None:
         app[SCHEDULER] = scheduler
+    if worker is not None:
+        app[WORKER] = worker
     app.add_routes(api.routes)
     app.add_routes(openapi.routes)
+    app.add_routes(deliveries.routes)
     return app

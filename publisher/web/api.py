@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import mimetypes
 from collections.abc import AsyncIterator
+from contextlib import suppress
 from datetime import datetime
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,7 +35,7 @@ from publisher.models import (
 )
 from publisher.store.sql import Actor, ItemQuery, SqlStore, attachment_path, scan_revision
 from publisher.text import derive_summary, render_body
-from publisher.web.keys import CONFIG, SCHEDULER, STORE, current_user
+from publisher.web.keys import CONFIG, SCHEDULER, STORE, WORKER, current_user
 
 routes = web.RouteTableDef()
 M = TypeVar("M", bound=BaseModel)
@@ -304,6 +306,8 @@ async def list_items(request: web.Request) -> web.Response:
     category = request.query.get("category")
     if category is not None and config.category(category) is None:
         raise ValidationFailed(f"category: unknown category {category!r}")
+    if "\x00" in request.query.get("q", ""):  # PostgreSQL text cannot hold NUL
+        raise ValidationFailed("q: must not contain the NUL character")
     query = ItemQuery(
         status=_enum_param(request, "status", ItemStatus),
         category=category,
@@ -367,6 +371,9 @@ async def _transition(
         resend=_resend_choice(body),
     )
     await _wake_scheduler(request)
+    worker = request.app.get(WORKER)
+    if worker is not None:
+        worker.wake()
     return json_response(item_json(item, request.app[CONFIG]), etag=item.etag)
 
 
@@ -419,6 +426,8 @@ async def upload_attachment(request: web.Request) -> web.Response:
     if part is None or not isinstance(part, BodyPartReader):
         raise ValidationFailed("file: no form field named 'file'")
     filename = part.filename or ""
+    with suppress(UnicodeDecodeError):  # aiohttp clients percent-encode the whole name;
+        filename = unquote(filename, errors="strict")  # browsers encode '"', CR and LF
     if not filename:
         raise ValidationFailed("file: the part has no filename")
     ctype = part.headers.get("Content-Type") or mimetypes.guess_type(filename)[0]

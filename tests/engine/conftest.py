@@ -43,7 +43,7 @@ def engine_env(url: str, **extra: str) -> dict[str, str]:
         "CHANNELS__SMS__RETRY_BASE_SECONDS": "0.05",
         "CHANNELS__SMS__RETRY_CAP_SECONDS": "0.2",
         "DELIVERY__POLL_SECONDS": "0.05",
-        "DELIVERY__HEARTBEAT_SECONDS": "0.5",
+        "DELIVERY__HEARTBEAT_SECONDS": "1",
     }
     env.update(extra)
     return env

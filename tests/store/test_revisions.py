@@ -15,9 +15,7 @@ A = Action
 NEW_TITLE = "关于上余镇2026年冬季农田水利建设的通知（更正）"
 
 
-async def test_edit_of_published_item_waits_for_review_and_goes_out_as_correction(
-    store, new_item
-):
+async def test_edit_of_published_item_waits_for_review_and_goes_out_as_correction(store, new_item):
     live = await publish(store, await new_item())
     old_title = live.content.title
 
@@ -75,8 +73,9 @@ async def test_edit_of_published_item_waits_for_review_and_goes_out_as_correctio
 
 async def test_pending_revision_needs_someone_other_than_its_author(store, new_item):
     live = await publish(store, await new_item())
-    # the admin corrects an item someone else wrote…
-    await store.update_item(live.id, {"title": NEW_TITLE}, actor=ADMIN, if_match=live.etag)
+    # the admin corrects an item someone else wrote, an editor polishes the correction…
+    edited = await store.update_item(live.id, {"title": "草"}, actor=ADMIN, if_match=live.etag)
+    await store.update_item(live.id, {"title": NEW_TITLE}, actor=EDITOR2, if_match=edited.etag)
     await store.transition(live.id, A.SUBMIT, actor=ADMIN)
     # …and cannot also approve the correction
     with pytest.raises(FourEyesViolation):
@@ -127,9 +126,7 @@ async def test_pending_revision_in_review_cannot_change(store, new_item):
     in_review = await store.transition(live.id, A.SUBMIT, actor=EDITOR)
     assert in_review.etag != edited.etag
     with pytest.raises(Conflict, match="in review"):
-        await store.update_item(
-            live.id, {"title": "又改了"}, actor=EDITOR, if_match=in_review.etag
-        )
+        await store.update_item(live.id, {"title": "又改了"}, actor=EDITOR, if_match=in_review.etag)
 
     async def chunks():
         yield b"%PDF-1.4"
@@ -160,7 +157,7 @@ async def test_stale_if_match_is_refused_and_nothing_is_written(store, new_item)
     assert item.pending is None and item.content.title == "甲"
 
 
-async def test_withdrawn_and_expired_items_cannot_be_edited(store, new_item):
+async def test_withdrawn_and_expired_items_cannot_be_edited_or_corrected(store, new_item):
     withdrawn = await publish(store, await new_item())
     withdrawn = await store.transition(withdrawn.id, A.WITHDRAW, actor=REVIEWER, reason="撤回")
     soon = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
@@ -175,8 +172,7 @@ async def test_withdrawn_and_expired_items_cannot_be_edited(store, new_item):
         after = await store.get_item(item.id)
         assert after.pending is None and after.version == item.version
 
-
-async def test_withdrawal_drops_a_pending_revision(store, new_item):
+    # withdrawing a published item drops the correction waiting on it
     live = await publish(store, await new_item())
     await store.update_item(live.id, {"title": NEW_TITLE}, actor=EDITOR, if_match=live.etag)
     gone = await store.transition(live.id, A.WITHDRAW, actor=REVIEWER, reason="撤回")
@@ -207,6 +203,4 @@ async def test_correction_of_scheduled_item_moves_its_publication(store, new_ite
     live = await store.get_item(item.id)
     assert live.status is ItemStatus.PUBLISHED
     assert live.content.title == NEW_TITLE
-    assert [(e.kind, e.revision) for e in await store.events(item.id)] == [
-        (EventKind.PUBLISHED, 2)
-    ]
+    assert [(e.kind, e.revision) for e in await store.events(item.id)] == [(EventKind.PUBLISHED, 2)]

@@ -25,7 +25,9 @@ def repo_tree() -> dict[str, Any]:
 def write_config(tmp_path: Path) -> Callable[..., Path]:
     """Write the repo's config, changed by `change(tree)`, into tmp_path."""
 
-    def write(change: Callable[[dict[str, Any]], None] | None = None, name: str = "config.yaml") -> Path:
+    def write(
+        change: Callable[[dict[str, Any]], None] | None = None, name: str = "config.yaml"
+    ) -> Path:
         tree = repo_tree()
         if change is not None:
             change(tree)
@@ -90,7 +92,9 @@ def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
     assert config.site.timezone == "Asia/Shanghai"
     assert config.storage.url.startswith("sqlite:///")
     assert config.server.trusted_proxies == []
-    assert all(getattr(config.channels, n).enabled for n in ("portal", "rss", "sms", "email", "board"))
+    assert all(
+        getattr(config.channels, n).enabled for n in ("portal", "rss", "sms", "email", "board")
+    )
 
 
 # -- environment overrides --------------------------------------------------------------------
@@ -170,7 +174,9 @@ def test_load_uses_process_environment_by_default(monkeypatch: pytest.MonkeyPatc
 
 def test_trusted_proxies_take_addresses_and_networks(write_config: Callable[..., Path]) -> None:
     path = write_config(
-        lambda t: t["server"].update(trusted_proxies=["127.0.0.1", "10.0.0.0/8", "::1", "10.1.2.3/8"])
+        lambda t: t["server"].update(
+            trusted_proxies=["127.0.0.1", "10.0.0.0/8", "::1", "10.1.2.3/8"]
+        )
     )
     assert load_config(path, {}).server.trusted_proxies[:3] == ["127.0.0.1", "10.0.0.0/8", "::1"]
 

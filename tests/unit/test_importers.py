@@ -96,7 +96,11 @@ HEADER = "索引号: | 113308810026305088/2026-00007 | 主题分类: | 农业农
 
 
 def test_page_with_a_title_line(tmp_path: Path, config: Config) -> None:
-    path = write(tmp_path, "notice.txt", HEADER + "关于冬季农田水利建设的通知\n各村：现将有关事项通知如下。\n")
+    path = write(
+        tmp_path,
+        "notice.txt",
+        HEADER + "关于冬季农田水利建设的通知\n各村：现将有关事项通知如下。\n",
+    )
     [rec] = parse_file(path, config)
     assert rec.content.title == "关于冬季农田水利建设的通知"
     assert rec.content.body == "各村：现将有关事项通知如下。"
@@ -104,7 +108,9 @@ def test_page_with_a_title_line(tmp_path: Path, config: Config) -> None:
     assert rec.content.written_at == datetime(2026, 11, 20, tzinfo=SHANGHAI)
 
 
-def test_page_with_title_doc_no_and_publish_date_in_the_header(tmp_path: Path, config: Config) -> None:
+def test_page_with_title_doc_no_and_publish_date_in_the_header(
+    tmp_path: Path, config: Config
+) -> None:
     path = write(
         tmp_path,
         "notice.txt",
@@ -117,12 +123,16 @@ def test_page_with_title_doc_no_and_publish_date_in_the_header(tmp_path: Path, c
     assert rec.content.title == "关于冬季农田水利建设的通知"
     assert rec.content.doc_no == "上政〔2026〕12号"
     assert rec.published_at == datetime(2026, 11, 22, tzinfo=SHANGHAI)
-    assert rec.content.body.startswith("短标题样的第一行")  # a header title keeps line one in the body
+    assert rec.content.body.startswith(
+        "短标题样的第一行"
+    )  # a header title keeps line one in the body
 
 
 def test_page_category_by_slug_and_by_path(tmp_path: Path, config: Config) -> None:
     by_slug = write(tmp_path, "a.txt", HEADER.replace("农业农村", "shjz") + "正文。\n")
-    by_path = write(tmp_path, "b.txt", HEADER.replace("农业农村", "综合政务\\财政预决算") + "正文。\n")
+    by_path = write(
+        tmp_path, "b.txt", HEADER.replace("农业农村", "综合政务\\财政预决算") + "正文。\n"
+    )
     assert parse_file(by_slug, config)[0].content.category == "shjz"
     assert parse_file(by_path, config)[0].content.category == "czys"
 
@@ -158,7 +168,9 @@ def test_bad_date_names_the_file_and_field(tmp_path: Path, config: Config) -> No
 
 
 def test_file_with_no_header(tmp_path: Path, config: Config) -> None:
-    path = write(tmp_path, "plain.txt", "关于冬季农田水利建设的通知\n各村：现将有关事项通知如下。\n")
+    path = write(
+        tmp_path, "plain.txt", "关于冬季农田水利建设的通知\n各村：现将有关事项通知如下。\n"
+    )
     message = failure(path, config)
     assert str(path) in message
     assert "header" in message
@@ -304,8 +316,8 @@ def test_csv_with_chinese_header_aliases(tmp_path: Path, config: Config) -> None
         "catalogue.csv",
         "索引号,名称,主题分类,发文机关,成文日期,文号,发布日期,body,urgent,channels\n"
         "113308810026305088/2024-00001,关于秋粮收购的通知,农业农村,上余镇农办,2024/09/01,"
-        "上农〔2024〕1号,2024-09-02,各村：秋粮收购即将开始。,是,\"portal,board\"\n"
-        "113308810026305088/2024-00002,,财政预决算,,2024-03-15,,,\"上余镇2024年预算公开。\n详见附件。\",,\n",
+        '上农〔2024〕1号,2024-09-02,各村：秋粮收购即将开始。,是,"portal,board"\n'
+        '113308810026305088/2024-00002,,财政预决算,,2024-03-15,,,"上余镇2024年预算公开。\n详见附件。",,\n',
     )
     first, second = parse_file(path, config)
     assert first.index_no == "113308810026305088/2024-00001"
@@ -338,7 +350,9 @@ def test_csv_with_english_header(tmp_path: Path, config: Config) -> None:
 
 def test_csv_with_bom(tmp_path: Path, config: Config) -> None:
     path = tmp_path / "excel.csv"
-    path.write_bytes("\ufeff索引号,名称,主题分类,成文日期,body\nB/1,标题,其他,2024-01-01,正文。\n".encode())
+    path.write_bytes(
+        "\ufeff索引号,名称,主题分类,成文日期,body\nB/1,标题,其他,2024-01-01,正文。\n".encode()
+    )
     [rec] = parse_file(path, config)
     assert rec.index_no == "B/1"
 
@@ -349,7 +363,9 @@ def test_empty_csv(tmp_path: Path, config: Config) -> None:
 
 
 def test_csv_header_only_gives_no_records(tmp_path: Path, config: Config) -> None:
-    assert parse_file(write(tmp_path, "h.csv", "索引号,名称,主题分类,成文日期,body\n"), config) == []
+    assert (
+        parse_file(write(tmp_path, "h.csv", "索引号,名称,主题分类,成文日期,body\n"), config) == []
+    )
 
 
 def test_csv_unknown_category_names_the_file_and_line(tmp_path: Path, config: Config) -> None:
@@ -364,7 +380,9 @@ def test_csv_unknown_category_names_the_file_and_line(tmp_path: Path, config: Co
 
 
 def test_csv_unknown_column(tmp_path: Path, config: Config) -> None:
-    path = write(tmp_path, "col.csv", "名称,主题分类,成文日期,body,密级\n甲,其他,2024-01-01,正文。,秘密\n")
+    path = write(
+        tmp_path, "col.csv", "名称,主题分类,成文日期,body,密级\n甲,其他,2024-01-01,正文。,秘密\n"
+    )
     message = failure(path, config)
     assert str(path) in message and "密级" in message
 

@@ -50,9 +50,11 @@ def assert_problem(status: int, body: Any, headers: Any, expected: int, *words: 
 
 async def create(api: Api, who: str = "alice", **overrides: Any) -> dict[str, Any]:
     """Create an item through the API and return its JSON."""
-    status, body, _ = await api.call("POST", "/api/v1/items", who=who, json=item_fields(**overrides))
+    status, body, _ = await api.call(
+        "POST", "/api/v1/items", who=who, json=item_fields(**overrides)
+    )
     assert status == 201, body
-    return body
+    return dict(body)
 
 
 async def submit_and_approve(
@@ -64,4 +66,4 @@ async def submit_and_approve(
         "POST", f"/api/v1/items/{item_id}/approve", who=reviewer, json=approve or None
     )
     assert status == 200, body
-    return body
+    return dict(body)

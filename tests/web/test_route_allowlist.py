@@ -78,7 +78,7 @@ def routes(api: Api) -> list[Route]:
     app = api.client.app
     assert app is not None
     found = app_routes(app)
-    assert KNOWN <= {(r.method, r.canonical) for r in found}, "route enumeration lost routes"
+    assert {(r.method, r.canonical) for r in found} >= KNOWN, "route enumeration lost routes"
     return found
 
 
@@ -122,20 +122,16 @@ async def test_every_staff_route_needs_a_token(api: Api, routes: list[Route]) ->
     await _expect_401_everywhere(api, routes, {})
 
 
-@pytest.mark.parametrize(
-    "header",
-    [
+async def test_every_staff_route_refuses_a_garbage_token(api: Api, routes: list[Route]) -> None:
+    for header in (
         "Bearer gk_not-a-real-token",
         "Bearer ",
         "Basic YWxpY2U6c2VjcmV0",
         "gk_token-without-scheme",
         "Bearer " + "x" * 5000,
-    ],
-)
-async def test_every_staff_route_refuses_a_garbage_token(
-    api: Api, routes: list[Route], header: str
-) -> None:
-    await _expect_401_everywhere(api, routes, {"Authorization": header})
+        f"Bearer {api.tokens['alice']}x",  # a real token with one character more
+    ):
+        await _expect_401_everywhere(api, routes, {"Authorization": header})
 
 
 async def test_every_staff_route_refuses_a_revoked_token(
@@ -163,9 +159,7 @@ async def test_every_staff_route_refuses_an_expired_token(
             .where(t.api_tokens.c.token_hash == hash_token(token))
             .values(expires_at=utcnow() - timedelta(minutes=1))
         )
-    status, body, headers = await api.call(
-        "GET", "/api/v1/items", who=None, headers=_bearer(token)
-    )
+    status, body, headers = await api.call("GET", "/api/v1/items", who=None, headers=_bearer(token))
     assert_problem(status, body, headers, 401, "expired")
     await _expect_401_everywhere(api, routes, _bearer(token))
 

@@ -1,0 +1,136 @@
+"""Delivery visibility for staff, and /metrics."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+
+import sqlalchemy as sa
+from aiohttp import web
+
+from publisher.addresses import AddressBox, mask
+from publisher.errors import Unauthorized, ValidationFailed
+from publisher.ledger import DeliveryState, Ledger
+from publisher.metrics import METRICS
+from publisher.store import schema as t
+from publisher.web.api import _enum_param, _int_param, iso, json_response
+from publisher.web.keys import CONFIG, STORE, WORKER
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/api/v1/items/{item_id}/deliveries")
+async def item_deliveries(request: web.Request) -> web.Response:
+    """Counts per channel × state, and a page of rows with addresses masked."""
+    store = request.app[STORE]
+    config = request.app[CONFIG]
+    item_id = request.match_info["item_id"]
+    await store.get_item(item_id)
+    state = _enum_param(request, "state", DeliveryState)
+    channel = request.query.get("channel")
+    if channel is not None and channel not in ("portal", "rss", "sms", "email", "board"):
+        raise ValidationFailed(f"channel: unknown channel {channel!r}")
+    page = _int_param(request, "page", 1, 1, 1_000_000)
+    per_page = _int_param(request, "per_page", 50, 1, 500)
+    d = t.deliveries
+    cond = [d.c.item_id == item_id]
+    if state is not None:
+        cond.append(d.c.state == state.value)
+    if channel is not None:
+        cond.append(d.c.channel == channel)
+    async with store.read() as conn:
+        total = await conn.scalar(sa.select(sa.func.count()).select_from(d).where(*cond))
+        rows = (
+            await conn.execute(
+                sa.select(d, t.item_events.c.kind)
+                .outerjoin(
+                    t.item_events,
+                    d.c.subject == sa.literal("event:") + sa.cast(t.item_events.c.id, sa.String),
+                )
+                .where(*cond)
+                .order_by(d.c.id)
+                .limit(per_page)
+                .offset((page - 1) * per_page)
+            )
+        ).all()
+        rids = [int(r.target[2:]) for r in rows if r.target.startswith("r:")]
+        eids = [int(r.target[2:]) for r in rows if r.target.startswith("e:")]
+        sealed = dict(
+            (await conn.execute(
+                sa.select(t.recipients.c.id, t.recipients.c.address_enc).where(t.recipients.c.id.in_(rids))
+            )).all()
+        ) if rids else {}  # fmt: skip
+        names = dict(
+            (await conn.execute(
+                sa.select(t.endpoints.c.id, t.endpoints.c.name).where(t.endpoints.c.id.in_(eids))
+            )).all()
+        ) if eids else {}  # fmt: skip
+    box = AddressBox(config.data_key()) if sealed else None
+
+    def shown(target: str) -> str:
+        kind, ident = target[:1], int(target[2:])
+        if kind == "r":
+            enc = sealed.get(ident)
+            return mask(box.open(enc)) if (box and enc) else "(erased)"
+        return str(names.get(ident, target))
+
+    return json_response(
+        {
+            "item_id": item_id,
+            "counts": await Ledger(store).counts(item_id),
+            "deliveries": [
+                {
+                    "id": r.id,
+                    "subject": r.subject,
+                    "event": r.kind,
+                    "channel": r.channel,
+                    "target": shown(r.target),
+                    "state": r.state,
+                    "attempts": r.attempts,
+                    "reason": r.reason,
+                    "last_error": r.last_error,
+                    "provider_id": r.provider_id,
+                    "units": r.units,
+                    "due_at": iso(r.due_at, config),
+                    "sent_at": iso(r.sent_at, config),
+                    "delivered_at": iso(r.delivered_at, config),
+                    "updated_at": iso(r.updated_at, config),
+                }
+                for r in rows
+            ],
+            "page": page,
+            "per_page": per_page,
+            "total": int(total or 0),
+        }
+    )
+
+
+@routes.post("/api/v1/items/{item_id}/deliveries/retry")
+async def retry_deliveries(request: web.Request) -> web.Response:
+    """Requeue the item's failed and unknown rows."""
+    store = request.app[STORE]
+    item_id = request.match_info["item_id"]
+    await store.get_item(item_id)
+    n = await Ledger(store).retry_item(item_id)
+    worker = request.app.get(WORKER)
+    if worker is not None:
+        worker.wake()
+    return json_response({"item_id": item_id, "requeued": n})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text; to loopback clients, or with metrics.token as a bearer token."""
+    cfg = request.app[CONFIG].metrics
+    header = request.headers.get("Authorization", "")
+    token_ok = bool(cfg.token) and secrets.compare_digest(header, f"Bearer {cfg.token}")
+    loopback = False
+    if cfg.allow_loopback and request.remote:
+        try:
+            loopback = ipaddress.ip_address(request.remote).is_loopback
+        except ValueError:
+            loopback = False
+    if not (token_ok or loopback):
+        raise Unauthorized("metrics are served to loopback clients or with the metrics token")
+    body = await METRICS.render(request.app[STORE])
+    return web.Response(body=body, content_type="text/plain", charset="utf-8")
