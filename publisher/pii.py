@@ -78,7 +78,14 @@ def scan_text(text: str, field: str) -> list[PiiFinding]:
             taken.append(m.span(1))
     for m in _CARD_RE.finditer(text):
         digits = re.sub(r"\D", "", m.group(1))
-        if 13 <= len(digits) <= 19 and free(*m.span(1)) and luhn_valid(digits):
+        # issuer prefixes 3–6 (UnionPay 62, Visa 4, Mastercard 5, Amex/JCB 3): keeps
+        # Luhn-valid codes such as a 统一社会信用代码 in a 索引号 from being flagged
+        if (
+            13 <= len(digits) <= 19
+            and digits[0] in "3456"
+            and free(*m.span(1))
+            and luhn_valid(digits)
+        ):
             findings.append(PiiFinding(PiiKind.BANK_CARD, field, mask(digits, 4, 4), m.start(1)))
             taken.append(m.span(1))
     findings.sort(key=lambda f: f.start)

@@ -218,3 +218,9 @@ def test_the_warning_itself_leaks_nothing() -> None:
     for f in found:
         assert "****" in f.masked
         assert f.masked not in (ID_X, "13812345678", CARD)
+
+
+def test_index_number_with_luhn_valid_agency_code_is_not_a_bank_card() -> None:
+    # 113308810026305088 passes Luhn; quoting another item's 索引号 must not warn
+    assert luhn_valid("113308810026305088")
+    assert scan_text("见索引号 113308810026305088/2014-128123 的公告", "body") == []
