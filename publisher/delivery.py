@@ -145,12 +145,13 @@ class DeliveryWorker:
         self.worker_id = worker_id or new_worker_id()
         self.box = AddressBox(self.config.data_key())
         self.channels: dict[str, ChannelRuntime] = {}
-        self._subjects: OrderedDict[str, Subject] = OrderedDict()
+        self._subjects: OrderedDict[str, asyncio.Future[Subject]] = OrderedDict()
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stack = AsyncExitStack()
         self._inflight: set[asyncio.Task[None]] = set()
+        self._recorders: list[_Recorder] = []
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -179,6 +180,8 @@ class DeliveryWorker:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
+        for recorder in self._recorders:
+            await recorder.close()
         await self.ledger.unregister_worker(self.worker_id)
         await self._stack.aclose()
 
@@ -259,9 +262,10 @@ class DeliveryWorker:
         assert rt.slot_freed is not None
         poll = self.config.delivery.poll_seconds
         tz = self.config.site.tz
-        low_water = max(1, rt.limits.concurrency // 4)
+        low_water = max(1, rt.limits.concurrency // 2)
         next_quiet_check = 0.0
         recorder = _Recorder(self, rt)
+        self._recorders.append(recorder)
         while not self._stop.is_set():
             try:
                 if rt.slots < low_water:
@@ -361,10 +365,22 @@ class DeliveryWorker:
     # -- subjects and targets -----------------------------------------------------------------
 
     async def _subject(self, key: str) -> Subject:
+        """The subject for a ledger key, loaded once however many attempts ask at the same time."""
         cached = self._subjects.get(key)
-        if cached is not None:
+        if cached is None:
+            cached = asyncio.ensure_future(self._load_subject(key))
+            self._subjects[key] = cached
+            if len(self._subjects) > 256:
+                self._subjects.popitem(last=False)
+        else:
             self._subjects.move_to_end(key)
-            return cached
+        try:
+            return await asyncio.shield(cached)
+        except Exception:
+            self._subjects.pop(key, None)  # a failed load is not cached
+            raise
+
+    async def _load_subject(self, key: str) -> Subject:
         kind, _, ident = key.partition(":")
         if kind != "event":
             raise PermanentDeliveryError(f"unknown subject {key}", reason="unknown_subject")
@@ -410,9 +426,6 @@ class DeliveryWorker:
             ),
             site_name=self.config.site.name,
         )
-        self._subjects[key] = subject
-        if len(self._subjects) > 256:
-            self._subjects.popitem(last=False)
         return subject
 
     async def _targets(self, channel: str, rows: list[Claimed]) -> dict[str, Target | str]:
@@ -461,30 +474,59 @@ class DeliveryWorker:
 
 
 class _Recorder:
-    """Group commit of a channel's outcomes; frees a slot per recorded row."""
+    """Group commit of a channel's outcomes; frees a slot per recorded row.
+
+    Outcomes gather for a few milliseconds (or until half the channel's slots
+    wait on them) and are written in one transaction: one write per group
+    instead of one per message.
+    """
+
+    MAX_DELAY = 0.01
 
     def __init__(self, worker: DeliveryWorker, rt: ChannelRuntime) -> None:
         self.worker = worker
         self.rt = rt
         self.pending: list[Outcome] = []
-        self.lock = asyncio.Lock()
+        self.full = max(1, rt.limits.concurrency // 2)
+        self.arrived = asyncio.Event()
+        self.task = asyncio.create_task(self._run(), name=f"record-{rt.name}")
 
     async def add(self, outcome: Outcome) -> None:
         self.pending.append(outcome)
-        async with self.lock:  # whoever gets the lock writes everything gathered meanwhile
-            batch, self.pending = self.pending, []
-            if not batch:
-                return
-            for attempt in range(5):
-                try:
-                    await self.worker.ledger.record(self.worker.worker_id, batch)
-                    break
-                except Exception:
-                    if attempt == 4:
-                        # the rows stay `sending`; recovery settles them after a restart
-                        log.exception("cannot record %d outcomes", len(batch))
-                    else:
-                        await asyncio.sleep(0.2 * (attempt + 1))
-            self.rt.slots += len(batch)
-            assert self.rt.slot_freed is not None
-            self.rt.slot_freed.set()
+        self.arrived.set()
+
+    async def close(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        if self.pending:
+            await self._flush()
+
+    async def _run(self) -> None:
+        while True:
+            await self.arrived.wait()
+            deadline = time.monotonic() + self.MAX_DELAY
+            while len(self.pending) < self.full and time.monotonic() < deadline:
+                self.arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.arrived.wait(), deadline - time.monotonic())
+            self.arrived.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        batch, self.pending = self.pending, []
+        if not batch:
+            return
+        for attempt in range(5):
+            try:
+                await self.worker.ledger.record(self.worker.worker_id, batch)
+                break
+            except Exception:
+                if attempt == 4:
+                    # the rows stay `sending`; recovery settles them after a restart
+                    log.exception("cannot record %d outcomes", len(batch))
+                else:
+                    await asyncio.sleep(0.2 * (attempt + 1))
+        self.rt.slots += len(batch)
+        assert self.rt.slot_freed is not None
+        self.rt.slot_freed.set()

@@ -50,10 +50,15 @@ class LoopbackHttpChannel(ChannelAdapter):
 
     def render(self, subject: Subject, target: Target) -> Rendered:
         body = json.dumps(
-            {"to": target.address, "subject": subject.key, "kind": subject.kind,
-             "title": subject.title, "url": subject.public_url},
+            {
+                "to": target.address,
+                "subject": subject.key,
+                "kind": subject.kind,
+                "title": subject.title,
+                "url": subject.public_url,
+            },
             ensure_ascii=False,
-        ).encode()  # fmt: skip
+        ).encode()
         return Rendered(body=body, content_type="application/json")
 
     async def deliver(self, rendered: Rendered, target: Target, *, delivery_id: str) -> Receipt:

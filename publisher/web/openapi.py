@@ -172,6 +172,38 @@ PATHS: dict[str, dict[str, Any]] = {
             "responses": {"200": {"description": "the file"}, **_problems(401, 404)},
         }
     },
+    "/api/v1/items/{item_id}/deliveries": {
+        "get": {
+            "summary": "Deliveries of an item: counts per channel and state, and a page of rows "
+            "(addresses masked)",
+            "parameters": [
+                _ID,
+                *(
+                    {"name": n, "in": "query", "schema": {"type": t}}
+                    for n, t in (
+                        ("state", "string"),
+                        ("channel", "string"),
+                        ("page", "integer"),
+                        ("per_page", "integer"),
+                    )
+                ),
+            ],
+            "responses": {"200": {"description": "counts and rows"}, **_problems(401, 404, 422)},
+        }
+    },
+    "/api/v1/items/{item_id}/deliveries/retry": {
+        "post": {
+            "summary": "Requeue the item's failed and unknown deliveries",
+            "parameters": [_ID],
+            "responses": {"200": {"description": "how many were requeued"}, **_problems(401, 404)},
+        }
+    },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics (loopback clients, or metrics.token as bearer)",
+            "responses": {"200": {"description": "text exposition format"}, **_problems(401)},
+        }
+    },
     "/items/{item_id}/attachments/{attachment_id}/{filename}": {
         "get": {
             "summary": "Download an attachment of a published proactive item (public)",

@@ -10,7 +10,6 @@ import sqlalchemy as sa
 from aiohttp.test_utils import TestServer
 
 from publisher.config import Config
-from publisher.delivery import DeliveryWorker
 from publisher.ledger import FINAL
 from publisher.recipients import Consent, Recipients, import_subscribers
 from publisher.store import schema as t
@@ -55,21 +54,23 @@ async def subscribe(store: SqlStore, n: int, categories: list[str] | None = None
     return numbers
 
 
-async def wait_settled(store: SqlStore, item_id: str | None = None, timeout: float = 60) -> None:
+async def wait_settled(store: SqlStore, item_id: str | None = None, within: float = 60) -> None:
     """Until every ledger row (of the item) is in a final state."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         async with store.read() as conn:
-            q = sa.select(sa.func.count()).select_from(t.deliveries).where(
-                t.deliveries.c.state.not_in([s.value for s in FINAL])
+            q = (
+                sa.select(sa.func.count())
+                .select_from(t.deliveries)
+                .where(t.deliveries.c.state.not_in([s.value for s in FINAL]))
             )
             if item_id:
                 q = q.where(t.deliveries.c.item_id == item_id)
             open_rows = await conn.scalar(q)
             planned = await conn.scalar(
-                sa.select(sa.func.count()).select_from(t.item_events).where(
-                    t.item_events.c.planned_at.is_(None)
-                )
+                sa.select(sa.func.count())
+                .select_from(t.item_events)
+                .where(t.item_events.c.planned_at.is_(None))
             )
         if open_rows == 0 and planned == 0:
             return
@@ -87,21 +88,6 @@ async def states(store: SqlStore, item_id: str) -> dict[str, int]:
             )
         ).all()
     return {s: int(n) for s, n in rows}
-
-
-@pytest.fixture
-def running_worker() -> Callable[..., Any]:
-    workers: list[DeliveryWorker] = []
-
-    async def start(store: SqlStore) -> DeliveryWorker:
-        w = DeliveryWorker(store)
-        await w.start()
-        workers.append(w)
-        return w
-
-    yield start
-    for w in workers:
-        asyncio.get_event_loop().run_until_complete(w.stop()) if False else None
 
 
 @pytest.fixture

@@ -138,7 +138,7 @@ async def test_sigkill_mid_fanout_delivers_each_target_once(tmp_path: Path) -> N
 
         second = _start_worker(env, log)
         try:
-            await wait_settled(store, item_id, timeout=180)
+            await wait_settled(store, item_id, within=180)
         finally:
             second.terminate()
             second.wait(timeout=30)
@@ -180,7 +180,7 @@ async def test_two_workers_share_one_postgresql_queue(tmp_path: Path, pg_databas
         env = _env(pg_database, url, tmp_path)
         workers = [_start_worker(env, log) for _ in range(2)]
         try:
-            await wait_settled(store, item_id, timeout=180)
+            await wait_settled(store, item_id, within=180)
         finally:
             for w in workers:
                 w.terminate()

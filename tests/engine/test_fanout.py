@@ -8,11 +8,12 @@ from tests.engine.conftest import states, subscribe, wait_settled
 async def test_every_subscriber_gets_one_message(engine_store, gateway, new_item_factory=None):
     rec, _ = gateway
     numbers = await subscribe(engine_store, 300)
-    from tests.conftest import EDITOR
     from publisher.content import ItemCreate, content_from
-    from tests.conftest import item_fields
+    from tests.conftest import EDITOR, item_fields
 
-    content = content_from(ItemCreate.model_validate(item_fields(channels=["sms"])), engine_store.config)
+    content = content_from(
+        ItemCreate.model_validate(item_fields(channels=["sms"])), engine_store.config
+    )
     item = await engine_store.create_item(content, actor=EDITOR)
     worker = DeliveryWorker(engine_store)
     await worker.start()

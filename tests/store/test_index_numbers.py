@@ -49,7 +49,6 @@ async def test_format_comes_from_config_serial_per_agency_code(store, new_item, 
         ),
         engine=store.engine,
     )
-    year = year_now(store)
     a1 = await publish(custom, await draft(custom))
     a2 = await publish(custom, await draft(custom))
     x1 = await publish(other, await draft(other))

@@ -1,0 +1,324 @@
+"""Fan-out benchmark: the engine against a bare asyncio loop, in one run.
+
+One item is fanned out to N SMS subscribers through a channel whose far end is
+a loopback HTTP server that only counts (bench/sink.py, its own process). The
+bare baseline sends the same N requests with the same client, body size and
+concurrency, with no store and no ledger. The figure to watch is engine/bare.
+
+    .venv/bin/python bench/fanout.py --n 10000
+    .venv/bin/python bench/fanout.py --n 100000 --workers 2 \\
+        --database postgresql://root@127.0.0.1:5432/test
+
+Each phase runs in a fresh subprocess, so peak RSS is that phase's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+DATA_KEY = "YmVuY2gta2V5LTMyLWJ5dGVzLWxvbmctLi4uLi4uLi4="
+CONCURRENCY = 50
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def env_for(database: str, url: str, tmp: Path, concurrency: int) -> dict[str, str]:
+    overrides = {
+        "STORAGE__URL": database,
+        "STORAGE__ATTACHMENTS_DIR": str(tmp / "attachments"),
+        "SECURITY__DATA_KEY": DATA_KEY,
+        "SECURITY__DATA_KEY_FILE": "",
+        "CHANNELS__SMS__ADAPTER": "tests.fakes:LoopbackHttpChannel",
+        "CHANNELS__SMS__SETTINGS__URL": url,
+        "CHANNELS__SMS__QUIET_HOURS": "null",
+        "CHANNELS__SMS__CONCURRENCY": str(concurrency),
+        "DELIVERY__POLL_SECONDS": "0.05",
+        "DELIVERY__BATCH_SIZE": "500",
+        "SCHEDULER__SWEEP_SECONDS": "0.2",
+    }
+    env = dict(os.environ)
+    env.update({f"PUBLISHER__{k}": v for k, v in overrides.items()})
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+# -- phases (each in its own subprocess) ------------------------------------------
+
+
+async def phase_prepare(n: int) -> dict[str, float]:
+    from publisher.config import load_config
+    from publisher.content import ItemCreate, content_from
+    from publisher.models import Action, Role
+    from publisher.recipients import Consent, Recipients, import_subscribers
+    from publisher.store import open_store
+    from publisher.store.sql import Actor
+
+    config = load_config(REPO / "config.yaml")
+    store = await open_store(config)
+    t0 = time.perf_counter()
+    numbers = [f"+86138{i:08d}" for i in range(n)]
+    await import_subscribers(
+        Recipients(store), "sms", numbers, Consent("import", "bench consent", "bench")
+    )
+    took = time.perf_counter() - t0
+    content = content_from(
+        ItemCreate.model_validate(
+            {
+                "title": "关于冬季农田水利建设的通知",
+                "body": "各村：为做好冬季农田水利建设工作，现将有关事项通知如下。",
+                "category": "nync",
+                "written_at": "2026-11-20",
+                "channels": ["sms"],
+                # scheduled a few seconds ahead, so the worker's scheduler publishes it
+                "publish_at": time.strftime(
+                    "%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 4)
+                ),
+            }
+        ),
+        config,
+    )
+    editor, reviewer = Actor("bench-editor", Role.EDITOR), Actor("bench-reviewer", Role.REVIEWER)
+    item = await store.create_item(content, actor=editor)
+    await store.transition(item.id, Action.SUBMIT, actor=editor)
+    await store.transition(item.id, Action.APPROVE, actor=reviewer)
+    await store.close()
+    return {"import_seconds": took, "item_id": item.id}  # type: ignore[dict-item]
+
+
+async def phase_wait(item_id: str, n: int) -> dict[str, float]:
+    """Watch the store from outside until every row is final; report the fan-out's span."""
+    import sqlalchemy as sa
+
+    from publisher.config import load_config
+    from publisher.ledger import FINAL
+    from publisher.store import open_store
+    from publisher.store import schema as t
+
+    config = load_config(REPO / "config.yaml")
+    store = await open_store(config, migrate=False)
+    final = [s.value for s in FINAL]
+    while True:
+        async with store.read() as conn:
+            done = await conn.scalar(
+                sa.select(sa.func.count())
+                .select_from(t.deliveries)
+                .where(t.deliveries.c.item_id == item_id, t.deliveries.c.state.in_(final))
+            )
+        if done == n:
+            break
+        await asyncio.sleep(0.2)
+    async with store.read() as conn:
+        first, last = (
+            await conn.execute(
+                sa.select(
+                    sa.func.min(t.deliveries.c.created_at), sa.func.max(t.deliveries.c.updated_at)
+                ).where(t.deliveries.c.item_id == item_id)
+            )
+        ).one()
+        details = await conn.scalar(
+            sa.select(t.audit_log.c.details).where(
+                t.audit_log.c.item_id == item_id, t.audit_log.c.to_status == "published"
+            )
+        )
+        sent = await conn.scalar(
+            sa.select(sa.func.count())
+            .select_from(t.deliveries)
+            .where(t.deliveries.c.item_id == item_id, t.deliveries.c.state == "sent")
+        )
+    await store.close()
+    span = (
+        t.UTCDateTime().process_result_value(last, None)
+        - t.UTCDateTime().process_result_value(first, None)
+    ).total_seconds()  # type: ignore[arg-type, operator]
+    return {
+        "span_seconds": span,
+        "sent": sent,
+        "lateness_seconds": (details or {}).get("late_seconds"),
+    }
+
+
+async def phase_bare(n: int, url: str, concurrency: int) -> dict[str, float]:
+    """The same N requests, same client and concurrency, nothing else."""
+    import aiohttp
+
+    body = json.dumps(
+        {
+            "to": "+8613800000000",
+            "subject": "event:1",
+            "kind": "published",
+            "title": "关于冬季农田水利建设的通知",
+            "url": "http://127.0.0.1:8080/items/x",
+        },
+        ensure_ascii=False,
+    ).encode()
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=10), connector=aiohttp.TCPConnector(limit=0)
+    ) as session:
+
+        async def one() -> None:
+            while not queue.empty():
+                i = queue.get_nowait()
+                async with session.post(
+                    url,
+                    data=body,
+                    headers={"Content-Type": "application/json", "X-Delivery-Id": str(i)},
+                ) as resp:
+                    await resp.text()
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(concurrency)))
+        took = time.perf_counter() - t0
+    return {"seconds": took}
+
+
+def run_phase(name: str, env: dict[str, str], *args: str) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--phase", name, *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"phase {name} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def vm_hwm_mb(pid: int) -> float:
+    """Peak resident set of a running process (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=CONCURRENCY)
+    parser.add_argument("--database", help="postgresql://… (default: a fresh SQLite file)")
+    parser.add_argument("--phase", help=argparse.SUPPRESS)
+    parser.add_argument("--item", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.phase:  # inside a subprocess
+        if args.phase == "prepare":
+            result = asyncio.run(phase_prepare(args.n))
+        elif args.phase == "wait":
+            result = asyncio.run(phase_wait(args.item, args.n))
+        elif args.phase == "bare":
+            result = asyncio.run(phase_bare(args.n, args.url, args.concurrency))
+            result["peak_rss_mb"] = peak_rss_mb()
+        print(json.dumps(result))
+        return
+
+    with tempfile.TemporaryDirectory(prefix="gk-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        database = args.database
+        dropdb = None
+        if database:
+            name = "gk_bench_" + uuid.uuid4().hex[:8]
+            subprocess.run(["psql", database, "-qc", f"CREATE DATABASE {name}"], check=True)
+            dropdb = (database, name)
+            database = database.rsplit("/", 1)[0] + "/" + name
+        else:
+            database = f"sqlite:///{tmp}/bench.db"
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/send"
+        sink = subprocess.Popen([sys.executable, str(REPO / "bench/sink.py"), "--port", str(port)])
+        try:
+            time.sleep(1.0)
+            env = env_for(database, url, tmp, args.concurrency)
+            bare = run_phase(
+                "bare",
+                env,
+                "--n",
+                str(args.n),
+                "--url",
+                url,
+                "--concurrency",
+                str(args.concurrency),
+            )
+            prep = run_phase("prepare", env, "--n", str(args.n))
+            workers = [
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "publisher",
+                        "--config",
+                        str(REPO / "config.yaml"),
+                        "worker",
+                    ],
+                    env=env,
+                    cwd=REPO,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                for _ in range(args.workers)
+            ]
+            waited = run_phase("wait", env, "--n", str(args.n), "--item", str(prep["item_id"]))
+            engine_rss = max(vm_hwm_mb(w.pid) for w in workers)
+            for w in workers:
+                w.terminate()
+            for w in workers:
+                w.wait(timeout=60)
+        finally:
+            sink.terminate()
+            sink.wait()
+            if dropdb:
+                subprocess.run(
+                    ["psql", dropdb[0], "-qc", f"DROP DATABASE {dropdb[1]} WITH (FORCE)"],
+                    check=False,
+                )
+    engine_rate = args.n / waited["span_seconds"]
+    bare_rate = args.n / bare["seconds"]
+    result = {
+        "n": args.n,
+        "store": "postgresql" if args.database else "sqlite",
+        "workers": args.workers,
+        "concurrency": args.concurrency,
+        "engine_targets_per_s": round(engine_rate),
+        "bare_targets_per_s": round(bare_rate),
+        "ratio_engine_over_bare": round(engine_rate / bare_rate, 2),
+        "engine_peak_rss_mb": round(engine_rss, 1),
+        "bare_peak_rss_mb": round(bare["peak_rss_mb"], 1),
+        "sent": waited["sent"],
+        "publication_lateness_s": waited["lateness_seconds"],
+        "subscriber_import_s": round(prep["import_seconds"], 1),
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
