@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -50,9 +51,9 @@ def env_for(database: str, url: str, tmp: Path, concurrency: int) -> dict[str, s
         "CHANNELS__SMS__SETTINGS__URL": url,
         "CHANNELS__SMS__QUIET_HOURS": "null",
         "CHANNELS__SMS__CONCURRENCY": str(concurrency),
-        "DELIVERY__POLL_SECONDS": "0.05",
+        "DELIVERY__POLL_SECONDS": "0.2",
         "DELIVERY__BATCH_SIZE": "500",
-        "SCHEDULER__SWEEP_SECONDS": "0.2",
+        "SCHEDULER__SWEEP_SECONDS": "5",
     }
     env = dict(os.environ)
     env.update({f"PUBLISHER__{k}": v for k, v in overrides.items()})
@@ -103,7 +104,7 @@ async def phase_prepare(n: int) -> dict[str, float]:
     return {"import_seconds": took, "item_id": item.id}  # type: ignore[dict-item]
 
 
-async def phase_wait(item_id: str, n: int) -> dict[str, float]:
+async def phase_wait(item_id: str, n: int, url: str) -> dict[str, float]:
     """Watch the store from outside until every row is final; report the fan-out's span."""
     import sqlalchemy as sa
 
@@ -115,6 +116,15 @@ async def phase_wait(item_id: str, n: int) -> dict[str, float]:
     config = load_config(REPO / "config.yaml")
     store = await open_store(config, migrate=False)
     final = [s.value for s in FINAL]
+    # watch the sink first (an HTTP GET costs the engine nothing), then the ledger
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(url.replace("/send", "/count")) as resp:
+                if int(await resp.text()) >= n:
+                    break
+            await asyncio.sleep(0.5)
     while True:
         async with store.read() as conn:
             done = await conn.scalar(
@@ -214,6 +224,12 @@ def vm_hwm_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a running process has used so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -235,10 +251,12 @@ def main() -> None:
         if args.phase == "prepare":
             result = asyncio.run(phase_prepare(args.n))
         elif args.phase == "wait":
-            result = asyncio.run(phase_wait(args.item, args.n))
+            result = asyncio.run(phase_wait(args.item, args.n, args.url))
         elif args.phase == "bare":
             result = asyncio.run(phase_bare(args.n, args.url, args.concurrency))
             result["peak_rss_mb"] = peak_rss_mb()
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
         print(json.dumps(result))
         return
 
@@ -270,27 +288,31 @@ def main() -> None:
                 str(args.concurrency),
             )
             prep = run_phase("prepare", env, "--n", str(args.n))
-            workers = [
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "publisher",
-                        "--config",
-                        str(REPO / "config.yaml"),
-                        "worker",
-                    ],
-                    env=env,
-                    cwd=REPO,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
+            # BENCH_PY_SPY=FILE profiles the first worker with py-spy (raw format)
+            spy = os.environ.get("BENCH_PY_SPY")
+            command = [sys.executable, "-m", "publisher", "--config", str(REPO / "config.yaml")]
+            workers = []
+            for i in range(args.workers):
+                prefix = []
+                if spy and i == 0:
+                    prefix = [str(Path(sys.executable).parent / "py-spy"), "record", "-r", "200"]
+                    prefix += ["-f", "raw", "-o", spy, "--"]
+                workers.append(
+                    subprocess.Popen(
+                        [*prefix, *command, "worker"],
+                        env=env,
+                        cwd=REPO,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
                 )
-                for _ in range(args.workers)
-            ]
-            waited = run_phase("wait", env, "--n", str(args.n), "--item", str(prep["item_id"]))
-            engine_rss = max(vm_hwm_mb(w.pid) for w in workers)
+            waited = run_phase(
+                "wait", env, "--n", str(args.n), "--item", str(prep["item_id"]), "--url", url
+            )
+            engine_rss = 0.0 if spy else max(vm_hwm_mb(w.pid) for w in workers)
+            engine_cpu = sum(cpu_seconds(w.pid) for w in workers)
             for w in workers:
-                w.terminate()
+                w.send_signal(signal.SIGINT if spy else signal.SIGTERM)
             for w in workers:
                 w.wait(timeout=60)
         finally:
@@ -313,6 +335,8 @@ def main() -> None:
         "ratio_engine_over_bare": round(engine_rate / bare_rate, 2),
         "engine_peak_rss_mb": round(engine_rss, 1),
         "bare_peak_rss_mb": round(bare["peak_rss_mb"], 1),
+        "engine_cpu_ms_per_target": round(engine_cpu / args.n * 1000, 3),
+        "bare_cpu_ms_per_target": round(bare["cpu_seconds"] / args.n * 1000, 3),
         "sent": waited["sent"],
         "publication_lateness_s": waited["lateness_seconds"],
         "subscriber_import_s": round(prep["import_seconds"], 1),

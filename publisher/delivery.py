@@ -17,7 +17,7 @@ import random
 import time
 from collections import OrderedDict
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
 from typing import Any
@@ -47,6 +47,9 @@ from publisher.store.sql import SqlStore, utcnow
 from publisher.text import derive_summary, render_body
 
 log = logging.getLogger("publisher.delivery")
+
+#: how long a turn waits for more outcomes to write together
+GROUP_COMMIT_SECONDS = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +124,13 @@ class ChannelRuntime:
     bucket: TokenBucket | None
     slots: int = 0
     slot_freed: asyncio.Event | None = None
+    #: outcomes of finished attempts, written at the next turn
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    @property
+    def flush_at(self) -> int:
+        """Outcomes worth a turn of their own: half the channel's slots."""
+        return max(1, self.limits.concurrency // 2)
 
 
 def effective_limits(adapter_limits: Limits, cfg: ChannelConfig) -> Limits:
@@ -135,7 +145,7 @@ def effective_limits(adapter_limits: Limits, cfg: ChannelConfig) -> Limits:
 
 
 class DeliveryWorker:
-    """One worker process's engine: planner, one loop per channel, recorder, heartbeat."""
+    """One worker process's engine: planner, one loop per channel, heartbeat."""
 
     def __init__(self, store: SqlStore, *, worker_id: str | None = None) -> None:
         self.store = store
@@ -151,7 +161,6 @@ class DeliveryWorker:
         self._tasks: list[asyncio.Task[None]] = []
         self._stack = AsyncExitStack()
         self._inflight: set[asyncio.Task[None]] = set()
-        self._recorders: list[_Recorder] = []
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -180,8 +189,10 @@ class DeliveryWorker:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
-        for recorder in self._recorders:
-            await recorder.close()
+        for rt in self.channels.values():  # write what finished before the stop
+            if rt.outcomes:
+                await self.ledger.record(self.worker_id, rt.outcomes)
+                rt.outcomes = []
         await self.ledger.unregister_worker(self.worker_id)
         await self._stack.aclose()
 
@@ -259,40 +270,50 @@ class DeliveryWorker:
         self._wake.clear()
 
     async def _channel_loop(self, rt: ChannelRuntime) -> None:
+        """Turn after turn: record finished attempts and claim replacements in one transaction.
+
+        A slot is taken at claim and given back only once the attempt's outcome is
+        written, so rows in `sending` never exceed the channel's concurrency. A
+        turn waits briefly for outcomes to gather (group commit) but never while
+        slots are free and rows may be due.
+        """
         assert rt.slot_freed is not None
         poll = self.config.delivery.poll_seconds
         tz = self.config.site.tz
         low_water = max(1, rt.limits.concurrency // 2)
         next_quiet_check = 0.0
-        recorder = _Recorder(self, rt)
-        self._recorders.append(recorder)
+        idle = False  # the last claim found nothing due
         while not self._stop.is_set():
             try:
-                if rt.slots < low_water:
-                    rt.slot_freed.clear()
-                    await rt.slot_freed.wait()
-                    continue
-                now = utcnow()
-                quiet_until = quiet_window_end(rt.config.quiet_hours, now, tz)
-                if quiet_until is not None and time.monotonic() >= next_quiet_check:
-                    await self.ledger.defer_quiet(rt.name, quiet_until, now)
-                    next_quiet_check = time.monotonic() + poll
-                want = min(rt.slots, self.config.delivery.batch_size)
-                rows = await self.ledger.claim(
-                    rt.name, self.worker_id, want, quiet=quiet_until is not None
-                )
-                if not rows:
+                pending = rt.outcomes
+                if not pending and (rt.slots < low_water or idle):
                     rt.slot_freed.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(rt.slot_freed.wait(), timeout=poll)
+                    idle = False
                     continue
-                rt.slots -= len(rows)
-                METRICS.queue_claimed(rt.name, len(rows))
-                targets = await self._targets(rt.name, rows)
-                for row in rows:
-                    task = asyncio.create_task(
-                        self._attempt(rt, row, targets.get(row.target), recorder)
-                    )
+                if pending and len(pending) < rt.flush_at and rt.slots < low_water:
+                    # group commit: let more attempts finish, to write them together
+                    rt.slot_freed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(rt.slot_freed.wait(), timeout=GROUP_COMMIT_SECONDS)
+                batch, rt.outcomes = rt.outcomes, []
+                free = rt.slots + len(batch)
+                want = min(free, self.config.delivery.batch_size) if free >= low_water else 0
+                quiet_until = None
+                now = utcnow()
+                if time.monotonic() >= next_quiet_check:
+                    quiet_until = quiet_window_end(rt.config.quiet_hours, now, tz)
+                    next_quiet_check = time.monotonic() + (poll if quiet_until else 0)
+                rows = await self.ledger.cycle(
+                    self.worker_id, batch, rt.name, want, quiet_until=quiet_until
+                )
+                rt.slots = free - len(rows)
+                idle = want > 0 and not rows
+                if rows:
+                    METRICS.queue_claimed(rt.name, len(rows))
+                for row, stored in rows:
+                    task = asyncio.create_task(self._attempt(rt, row, self._target(row, stored)))
                     self._inflight.add(task)
                     task.add_done_callback(self._inflight.discard)
             except asyncio.CancelledError:
@@ -303,9 +324,7 @@ class DeliveryWorker:
 
     # -- one attempt ---------------------------------------------------------------------
 
-    async def _attempt(
-        self, rt: ChannelRuntime, row: Claimed, target: Target | str | None, recorder: _Recorder
-    ) -> None:
+    async def _attempt(self, rt: ChannelRuntime, row: Claimed, target: Target | str | None) -> None:
         started = time.monotonic()
         try:
             outcome = await self._try(rt, row, target)
@@ -316,7 +335,12 @@ class DeliveryWorker:
             log.exception("adapter %s raised unexpectedly", rt.name)
             outcome = self._transient(rt, row, f"internal error: {exc!r}", None)
         METRICS.observe_attempt(rt.name, outcome.state.value, time.monotonic() - started)
-        await recorder.add(outcome)
+        rt.outcomes.append(outcome)
+        # wake the channel loop for the first outcome (to start a group) and when a
+        # group is full, not for each one: a wake-up costs more than a message
+        if len(rt.outcomes) == 1 or len(rt.outcomes) >= rt.flush_at:
+            assert rt.slot_freed is not None
+            rt.slot_freed.set()
 
     async def _try(self, rt: ChannelRuntime, row: Claimed, target: Target | str | None) -> Outcome:
         if target is None:
@@ -374,6 +398,8 @@ class DeliveryWorker:
                 self._subjects.popitem(last=False)
         else:
             self._subjects.move_to_end(key)
+            if cached.done() and not cached.cancelled() and cached.exception() is None:
+                return cached.result()
         try:
             return await asyncio.shield(cached)
         except Exception:
@@ -428,105 +454,20 @@ class DeliveryWorker:
         )
         return subject
 
-    async def _targets(self, channel: str, rows: list[Claimed]) -> dict[str, Target | str]:
-        """Targets for a claimed batch in two queries; a string instead is why not to send."""
-        rids = [int(r.target[2:]) for r in rows if r.target.startswith("r:")]
-        eids = [int(r.target[2:]) for r in rows if r.target.startswith("e:")]
-        out: dict[str, Target | str] = {}
-        async with self.store.read() as conn:
-            if rids:
-                rec = t.recipients
-                sup = t.suppressions
-                result = await conn.execute(
-                    sa.select(rec.c.id, rec.c.address_enc, rec.c.status, sup.c.reason)
-                    .outerjoin(
-                        sup,
-                        sa.and_(
-                            sup.c.channel == rec.c.channel, sup.c.address_hash == rec.c.address_hash
-                        ),
-                    )
-                    .where(rec.c.id.in_(rids))
+    def _target(self, row: Claimed, stored: Any) -> Target | str | None:
+        """The Target for a claimed row, or why not to send (a string), or None if erased."""
+        if stored is None:
+            return None
+        if row.target.startswith("r:"):
+            if stored.reason is not None:
+                return "opted_out" if stored.reason == "opted_out" else "suppressed"
+            if stored.status != RecipientStatus.ACTIVE.value:
+                return (
+                    "opted_out"
+                    if stored.status == RecipientStatus.UNSUBSCRIBED.value
+                    else stored.status
                 )
-                for r in result:
-                    key = f"r:{r.id}"
-                    if r.reason is not None:
-                        out[key] = "suppressed" if r.reason != "opted_out" else "opted_out"
-                    elif r.status != RecipientStatus.ACTIVE.value:
-                        out[key] = (
-                            "opted_out"
-                            if r.status == RecipientStatus.UNSUBSCRIBED.value
-                            else r.status
-                        )
-                    else:
-                        out[key] = Target(key, channel, self.box.open(r.address_enc))
-            if eids:
-                result = await conn.execute(
-                    sa.select(t.endpoints).where(t.endpoints.c.id.in_(eids))
-                )
-                for e in result:
-                    key = f"e:{e.id}"
-                    out[key] = (
-                        Target(key, channel, e.address, e.name, dict(e.settings))
-                        if e.enabled
-                        else "endpoint_disabled"
-                    )
-        return out
-
-
-class _Recorder:
-    """Group commit of a channel's outcomes; frees a slot per recorded row.
-
-    Outcomes gather for a few milliseconds (or until half the channel's slots
-    wait on them) and are written in one transaction: one write per group
-    instead of one per message.
-    """
-
-    MAX_DELAY = 0.01
-
-    def __init__(self, worker: DeliveryWorker, rt: ChannelRuntime) -> None:
-        self.worker = worker
-        self.rt = rt
-        self.pending: list[Outcome] = []
-        self.full = max(1, rt.limits.concurrency // 2)
-        self.arrived = asyncio.Event()
-        self.task = asyncio.create_task(self._run(), name=f"record-{rt.name}")
-
-    async def add(self, outcome: Outcome) -> None:
-        self.pending.append(outcome)
-        self.arrived.set()
-
-    async def close(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-        if self.pending:
-            await self._flush()
-
-    async def _run(self) -> None:
-        while True:
-            await self.arrived.wait()
-            deadline = time.monotonic() + self.MAX_DELAY
-            while len(self.pending) < self.full and time.monotonic() < deadline:
-                self.arrived.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.arrived.wait(), deadline - time.monotonic())
-            self.arrived.clear()
-            await self._flush()
-
-    async def _flush(self) -> None:
-        batch, self.pending = self.pending, []
-        if not batch:
-            return
-        for attempt in range(5):
-            try:
-                await self.worker.ledger.record(self.worker.worker_id, batch)
-                break
-            except Exception:
-                if attempt == 4:
-                    # the rows stay `sending`; recovery settles them after a restart
-                    log.exception("cannot record %d outcomes", len(batch))
-                else:
-                    await asyncio.sleep(0.2 * (attempt + 1))
-        self.rt.slots += len(batch)
-        assert self.rt.slot_freed is not None
-        self.rt.slot_freed.set()
+            return Target(row.target, row.channel, self.box.open(stored.address_enc))
+        if not stored.enabled:
+            return "endpoint_disabled"
+        return Target(row.target, row.channel, stored.address, stored.name, dict(stored.settings))

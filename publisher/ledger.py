@@ -12,7 +12,7 @@ import socket
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -39,6 +39,9 @@ class DeliveryState(StrEnum):
 CLAIMABLE = (DeliveryState.QUEUED, DeliveryState.RETRYING, DeliveryState.DEFERRED)
 #: states that may still change without a worker (cancellable by withdrawal)
 OPEN = (*CLAIMABLE,)
+#: the claimable states as literal SQL: a partial index (ix_deliveries_due) is only
+#: used when the query states its condition verbatim, not through bound parameters
+CLAIMABLE_SQL = sa.text("deliveries.state IN ('queued', 'retrying', 'deferred')")
 #: states after which nothing more happens unless staff retry
 FINAL = (
     DeliveryState.SENT,
@@ -199,20 +202,7 @@ class Ledger:
 
     async def defer_quiet(self, channel: str, until: datetime, now: datetime) -> int:
         """Quiet hours: hold back due rows that may not bypass them, until the window ends."""
-        return await self._bulk_move(
-            sa.and_(
-                t.deliveries.c.channel == channel,
-                t.deliveries.c.state.in_(
-                    [DeliveryState.QUEUED.value, DeliveryState.RETRYING.value]
-                ),
-                t.deliveries.c.bypass_quiet.is_(False),
-                t.deliveries.c.due_at <= now,
-            ),
-            DeliveryState.DEFERRED,
-            reason="quiet_hours",
-            due_at=until,
-            detail=f"quiet hours until {until.isoformat()}",
-        )
+        return await self.store.run(lambda conn: self._defer_quiet(conn, channel, until, now))
 
     async def claim(
         self, channel: str, worker_id: str, limit: int, *, quiet: bool = False
@@ -222,68 +212,9 @@ class Ledger:
         Urgent and transactional rows come first. In quiet hours only rows that
         bypass them are taken.
         """
-        now = utcnow()
-        d = t.deliveries
-        cond = [
-            d.c.channel == channel,
-            d.c.state.in_([s.value for s in CLAIMABLE]),
-            d.c.due_at <= now,
-        ]
-        if quiet:
-            cond.append(d.c.bypass_quiet.is_(True))
-        pick = (
-            sa.select(d.c.id, d.c.state)
-            .where(*cond)
-            .order_by(d.c.priority.desc(), d.c.due_at, d.c.id)
-            .limit(limit)
+        return await self.store.run(
+            lambda conn: self._claim(conn, channel, worker_id, limit, quiet, utcnow())
         )
-        async with self.store.write() as conn:
-            if not self.store.is_sqlite:
-                pick = pick.with_for_update(skip_locked=True)
-            picked = (await conn.execute(pick)).all()
-            if not picked:
-                return []
-            ids = [r.id for r in picked]
-            rows = (
-                await conn.execute(
-                    d.update()
-                    .where(d.c.id.in_(ids))
-                    .values(
-                        state=DeliveryState.SENDING.value,
-                        claimed_by=worker_id,
-                        attempts=d.c.attempts + 1,
-                        updated_at=now,
-                    )
-                    .returning(
-                        d.c.id,
-                        d.c.subject,
-                        d.c.channel,
-                        d.c.target,
-                        d.c.item_id,
-                        d.c.attempts,
-                        d.c.bypass_quiet,
-                    )
-                )
-            ).all()
-            await conn.execute(
-                t.delivery_events.insert(),
-                [
-                    {
-                        "delivery_id": r.id,
-                        "at": now,
-                        "from_state": r.state,
-                        "to_state": "sending",
-                        "detail": f"claimed by {worker_id}",
-                    }
-                    for r in picked
-                ],
-            )
-        claimed = [
-            Claimed(r.id, r.subject, r.channel, r.target, r.item_id, r.attempts, r.bypass_quiet)
-            for r in rows
-        ]
-        claimed.sort(key=lambda c: ids.index(c.id))
-        return claimed
 
     async def record(self, worker_id: str, outcomes: Iterable[Outcome]) -> int:
         """Write the outcomes of this worker's attempts in one transaction.
@@ -291,70 +222,209 @@ class Ledger:
         A row is only updated while it is still `sending` under this worker, so a
         row recovered from a worker presumed dead is never overwritten by it.
         """
-        outcomes = list(outcomes)
-        if not outcomes:
+        batch = list(outcomes)
+        if not batch:
             return 0
-        now = utcnow()
-        d = t.deliveries
-        params = []
-        events = []
-        for o in outcomes:
-            params.append(
-                {
-                    "b_id": o.delivery_id,
-                    "b_worker": worker_id,
-                    "b_state": o.state.value,
-                    "b_provider_id": o.provider_id,
-                    "b_units": o.units,
-                    "b_reason": o.reason,
-                    "b_error": o.error,
-                    "b_due_at": o.due_at or now,
-                    "b_sent_at": now
-                    if o.state in (DeliveryState.SENT, DeliveryState.DELIVERED)
-                    else None,
-                    "b_delivered_at": now if o.state is DeliveryState.DELIVERED else None,
-                }
-            )
-            detail = o.reason or ""
-            if o.error:
-                detail = f"{detail}: {o.error}" if detail else o.error
-            events.append(
-                {
-                    "delivery_id": o.delivery_id,
-                    "at": now,
-                    "from_state": DeliveryState.SENDING.value,
-                    "to_state": o.state.value,
-                    "detail": detail[:2000] or None,
-                }
-            )
-        stmt = (
-            d.update()
-            .where(
-                d.c.id == sa.bindparam("b_id"),
-                d.c.state == DeliveryState.SENDING.value,
-                d.c.claimed_by == sa.bindparam("b_worker"),
-            )
-            .values(
-                state=sa.bindparam("b_state"),
-                provider_id=sa.func.coalesce(sa.bindparam("b_provider_id"), d.c.provider_id),
-                units=sa.func.coalesce(sa.bindparam("b_units", type_=sa.Integer), d.c.units),
-                reason=sa.bindparam("b_reason"),
-                last_error=sa.func.coalesce(sa.bindparam("b_error"), d.c.last_error),
-                due_at=sa.bindparam("b_due_at", type_=t.UTCDateTime),
-                sent_at=sa.func.coalesce(
-                    d.c.sent_at, sa.bindparam("b_sent_at", type_=t.UTCDateTime)
-                ),
-                delivered_at=sa.func.coalesce(
-                    d.c.delivered_at, sa.bindparam("b_delivered_at", type_=t.UTCDateTime)
-                ),
-                claimed_by=None,
-                updated_at=now,
-            )
+        await self.store.run(lambda conn: self._record(conn, worker_id, batch, utcnow()))
+        return len(batch)
+
+    async def cycle(
+        self,
+        worker_id: str,
+        outcomes: list[Outcome],
+        channel: str,
+        want: int,
+        *,
+        quiet_until: datetime | None = None,
+    ) -> list[tuple[Claimed, Any]]:
+        """A worker's turn, in one transaction: record outcomes, defer for quiet hours,
+        claim up to `want` rows, and read their targets (see target_rows)."""
+
+        def turn(conn: sa.Connection) -> list[tuple[Claimed, Any]]:
+            now = utcnow()
+            if outcomes:
+                self._record(conn, worker_id, outcomes, now)
+            if quiet_until is not None:
+                self._defer_quiet(conn, channel, quiet_until, now)
+            if want <= 0:
+                return []
+            claimed = self._claim(conn, channel, worker_id, want, quiet_until is not None, now)
+            targets = target_rows(conn, [c.target for c in claimed])
+            return [(c, targets.get(c.target)) for c in claimed]
+
+        return await self.store.run(turn)
+
+    def _claim(
+        self,
+        conn: sa.Connection,
+        channel: str,
+        worker_id: str,
+        limit: int,
+        quiet: bool,
+        now: datetime,
+    ) -> list[Claimed]:
+        sql = HotSql(conn)
+        at = sql.ts(now)
+        pick = (
+            "SELECT id, state FROM deliveries WHERE channel = ? AND "
+            "deliveries.state IN ('queued', 'retrying', 'deferred') AND due_at <= ?"
+            + (" AND bypass_quiet = ?" if quiet else "")
+            + " ORDER BY priority DESC, due_at, id LIMIT ?"
+            + ("" if self.store.is_sqlite else " FOR UPDATE SKIP LOCKED")
         )
-        async with self.store.write() as conn:
-            await conn.execute(stmt, params)
-            await conn.execute(t.delivery_events.insert(), events)
-        return len(outcomes)
+        args: list[Any] = [channel, at, *([True] if quiet else []), limit]
+        picked = conn.exec_driver_sql(sql.q(pick), tuple(args)).all()
+        if not picked:
+            return []
+        ids = [r[0] for r in picked]
+        rows = conn.exec_driver_sql(
+            sql.q(
+                "UPDATE deliveries SET state = 'sending', claimed_by = ?, attempts = attempts + 1, "
+                f"updated_at = ? WHERE id IN ({sql.marks(len(ids))}) "
+                "RETURNING id, subject, channel, target, item_id, attempts, bypass_quiet"
+            ),
+            (worker_id, at, *ids),
+        ).all()
+        conn.exec_driver_sql(
+            sql.q(
+                "INSERT INTO delivery_events (delivery_id, at, from_state, to_state, detail) "
+                "VALUES (?, ?, ?, 'sending', ?)"
+            ),
+            [(r[0], at, r[1], f"claimed by {worker_id}") for r in picked],
+        )
+        order = {i: n for n, i in enumerate(ids)}
+        claimed = [Claimed(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in rows]
+        claimed.sort(key=lambda c: order[c.id])
+        return claimed
+
+    def _record(
+        self, conn: sa.Connection, worker_id: str, outcomes: list[Outcome], now: datetime
+    ) -> None:
+        """One UPDATE per outcome state and one INSERT of their events, both executemany.
+
+        This runs once per message, so it speaks the driver's SQL directly (no
+        statement building per call). A row is only touched while it is `sending`
+        under this worker; the events are written for exactly the rows moved.
+        """
+        sql = HotSql(conn)
+        at = sql.ts(now)
+        groups: dict[DeliveryState, list[Outcome]] = {}
+        for o in outcomes:
+            groups.setdefault(o.state, []).append(o)
+        for state, group in groups.items():
+            sets = [
+                "state = ?",
+                "provider_id = COALESCE(?, provider_id)",
+                "units = COALESCE(?, units)",
+                "reason = ?",
+                "last_error = COALESCE(?, last_error)",
+                "claimed_by = NULL",
+                "updated_at = ?",
+            ]
+            if state in (DeliveryState.SENT, DeliveryState.DELIVERED):
+                sets.append("sent_at = COALESCE(sent_at, ?)")
+            if state is DeliveryState.DELIVERED:
+                sets.append("delivered_at = COALESCE(delivered_at, ?)")
+            if state in (DeliveryState.RETRYING, DeliveryState.DEFERRED):
+                sets.append("due_at = ?")
+            stmt = sql.q(
+                f"UPDATE deliveries SET {', '.join(sets)} "
+                "WHERE id = ? AND state = 'sending' AND claimed_by = ?"
+            )
+            n_times = sum(1 for x in sets if "?" in x) - 6  # sent_at / delivered_at / due_at
+            params = []
+            for o in group:
+                extra: list[Any] = []
+                if state in (DeliveryState.SENT, DeliveryState.DELIVERED):
+                    extra.append(at)
+                if state is DeliveryState.DELIVERED:
+                    extra.append(at)
+                if state in (DeliveryState.RETRYING, DeliveryState.DEFERRED):
+                    extra.append(sql.ts(o.due_at or now))
+                assert len(extra) == n_times
+                params.append(
+                    (
+                        state.value,
+                        o.provider_id,
+                        o.units,
+                        o.reason,
+                        o.error,
+                        at,
+                        *extra,
+                        o.delivery_id,
+                        worker_id,
+                    )
+                )
+            conn.exec_driver_sql(stmt, params)
+            # events for the rows this update really moved (now at `state`, stamped `at`)
+            moved: set[int] = set()
+            for chunk in _chunks([o.delivery_id for o in group], 500):
+                moved.update(
+                    r[0]
+                    for r in conn.exec_driver_sql(
+                        sql.q(
+                            f"SELECT id FROM deliveries WHERE id IN ({sql.marks(len(chunk))}) "
+                            "AND state = ? AND updated_at = ?"
+                        ),
+                        (*chunk, state.value, at),
+                    )
+                )
+            events = []
+            for o in group:
+                if o.delivery_id not in moved:
+                    continue
+                detail = o.reason or ""
+                if o.error:
+                    detail = f"{detail}: {o.error}" if detail else o.error
+                events.append((o.delivery_id, at, "sending", state.value, detail[:2000] or None))
+            if events:
+                conn.exec_driver_sql(
+                    sql.q(
+                        "INSERT INTO delivery_events (delivery_id, at, from_state, to_state, "
+                        "detail) VALUES (?, ?, ?, ?, ?)"
+                    ),
+                    events,
+                )
+
+    def _defer_quiet(
+        self, conn: sa.Connection, channel: str, until: datetime, now: datetime
+    ) -> int:
+        d = t.deliveries
+        select = sa.select(d.c.id, d.c.state).where(
+            d.c.channel == channel,
+            d.c.state.in_([DeliveryState.QUEUED.value, DeliveryState.RETRYING.value]),
+            d.c.bypass_quiet.is_(False),
+            d.c.due_at <= now,
+        )
+        if not self.store.is_sqlite:
+            select = select.with_for_update(skip_locked=True)
+        rows = conn.execute(select).all()
+        detail = f"quiet hours until {until.isoformat()}"
+        for chunk in _chunks(rows, 500):
+            conn.execute(
+                d.update()
+                .where(d.c.id.in_([r.id for r in chunk]))
+                .values(
+                    state=DeliveryState.DEFERRED.value,
+                    reason="quiet_hours",
+                    due_at=until,
+                    updated_at=now,
+                )
+            )
+            conn.execute(
+                t.delivery_events.insert(),
+                [
+                    {
+                        "delivery_id": r.id,
+                        "at": now,
+                        "from_state": r.state,
+                        "to_state": DeliveryState.DEFERRED.value,
+                        "detail": detail,
+                    }
+                    for r in chunk
+                ],
+            )
+        return len(rows)
 
     # -- workers and crash recovery -------------------------------------------------
 
@@ -525,3 +595,55 @@ def _insert_for(conn: AsyncConnection) -> Any:
     from sqlalchemy.dialects import postgresql, sqlite
 
     return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
+def target_rows(conn: sa.Connection, keys: list[str]) -> dict[str, Any]:
+    """The stored rows behind ledger targets ("r:<id>" recipients with their suppression
+    reason, "e:<id>" endpoints), in two queries. Erased recipients are absent."""
+    sql = HotSql(conn)
+    rids = [int(k[2:]) for k in keys if k.startswith("r:")]
+    eids = [int(k[2:]) for k in keys if k.startswith("e:")]
+    out: dict[str, Any] = {}
+    if rids:
+        for r in conn.exec_driver_sql(
+            sql.q(
+                "SELECT r.id, r.address_enc, r.status, s.reason FROM recipients r "
+                "LEFT JOIN suppressions s ON s.channel = r.channel "
+                f"AND s.address_hash = r.address_hash WHERE r.id IN ({sql.marks(len(rids))})"
+            ),
+            tuple(rids),
+        ):
+            out[f"r:{r.id}"] = r
+    if eids:
+        for e in conn.execute(
+            sa.select(t.endpoints).where(t.endpoints.c.id.in_(sa.bindparam("ids", expanding=True))),
+            {"ids": eids},
+        ):
+            out[f"e:{e.id}"] = e
+    return out
+
+
+class HotSql:
+    """Driver-level SQL for the per-message path, on either backend.
+
+    Statements are written once with `?` placeholders; on PostgreSQL (asyncpg)
+    they become $1, $2 …. Times are naive UTC, as the store keeps them: the text
+    form SQLAlchemy uses on SQLite, a datetime for asyncpg.
+    """
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self.pg = conn.dialect.name == "postgresql"
+
+    def q(self, statement: str) -> str:
+        if not self.pg:
+            return statement
+        parts = statement.split("?")
+        return "".join(p + (f"${i + 1}" if i < len(parts) - 1 else "") for i, p in enumerate(parts))
+
+    def ts(self, when: datetime) -> Any:
+        naive = when.astimezone(UTC).replace(tzinfo=None)
+        return naive if self.pg else naive.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    @staticmethod
+    def marks(n: int) -> str:
+        return ", ".join("?" * n)

@@ -275,7 +275,24 @@ deliveries = sa.Table(
     sa.Column("sent_at", UTCDateTime),
     sa.Column("delivered_at", UTCDateTime),
     sa.UniqueConstraint("subject", "channel", "target"),
-    sa.Index("ix_deliveries_claim", "channel", "state", "due_at"),
+)
+#: what a worker's claim walks: due rows in claim order, without sorting the queue
+#: (a partial index, so finished rows do not weigh on it)
+sa.Index(
+    "ix_deliveries_due",
+    deliveries.c.channel,
+    deliveries.c.priority.desc(),
+    deliveries.c.due_at,
+    deliveries.c.id,
+    sqlite_where=deliveries.c.state.in_(["queued", "retrying", "deferred"]),
+    postgresql_where=deliveries.c.state.in_(["queued", "retrying", "deferred"]),
+)
+#: rows in flight, for crash recovery
+sa.Index(
+    "ix_deliveries_sending",
+    deliveries.c.claimed_by,
+    sqlite_where=deliveries.c.state == "sending",
+    postgresql_where=deliveries.c.state == "sending",
 )
 
 #: append-only: every state change of every delivery
