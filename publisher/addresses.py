@@ -1,8 +1,9 @@
 """Residents' addresses: normalise, mask, encrypt at rest, find by keyed hash.
 
-Two keys are derived from security.data_key with HKDF: one encrypts (Fernet),
-one hashes (HMAC-SHA256). Without the data key the stored addresses are
-unreadable — which is why it is kept apart from backups.
+Two keys are derived from security.data_key with HKDF: one encrypts (AES-256-GCM
+with a random 96-bit nonce), one
+hashes (HMAC-SHA256). Without the data key the stored addresses are unreadable —
+which is why it is kept apart from backups.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import base64
 import binascii
 import hashlib
 import hmac
+import os
 
 import phonenumbers
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from publisher.errors import ConfigError, ValidationFailed
@@ -62,7 +65,7 @@ class AddressBox:
             raise ConfigError("security.data_key: not urlsafe base64") from None
         if len(raw) != 32:
             raise ConfigError(f"security.data_key: must decode to 32 bytes, not {len(raw)}")
-        self._fernet = Fernet(base64.urlsafe_b64encode(_derive(raw, b"gongkai/address/encrypt")))
+        self._aead = AESGCM(_derive(raw, b"gongkai/address/encrypt"))
         self._hash_key = _derive(raw, b"gongkai/address/hash")
 
     def hash(self, channel: str, address: str) -> str:
@@ -70,12 +73,16 @@ class AddressBox:
         return hmac.new(self._hash_key, msg, hashlib.sha256).hexdigest()
 
     def seal(self, address: str) -> str:
-        return self._fernet.encrypt(address.encode()).decode()
+        nonce = os.urandom(12)
+        return base64.urlsafe_b64encode(
+            nonce + self._aead.encrypt(nonce, address.encode(), None)
+        ).decode()
 
     def open(self, sealed: str) -> str:
         try:
-            return self._fernet.decrypt(sealed.encode()).decode()
-        except InvalidToken:
+            raw = base64.urlsafe_b64decode(sealed)
+            return self._aead.decrypt(raw[:12], raw[12:], None).decode()
+        except (InvalidTag, ValueError, binascii.Error):
             raise ConfigError(
                 "security.data_key: cannot decrypt a stored address — is this the key the store "
                 "was written with?"

@@ -165,6 +165,7 @@ class DeliveryWorker:
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
+        await self._check_data_key()
         await self._load_channels()
         await self.fanout.ensure_endpoints()
         await self.ledger.register_worker(self.worker_id, os.getpid())
@@ -177,6 +178,14 @@ class DeliveryWorker:
             self._tasks.append(
                 asyncio.create_task(self._channel_loop(runtime), name=f"deliver-{runtime.name}")
             )
+
+    async def _check_data_key(self) -> None:
+        """Refuse to start with a key that cannot read the stored addresses (ConfigError),
+        rather than fail every delivery to a resident."""
+        async with self.store.read() as conn:
+            sample = await conn.scalar(sa.select(t.recipients.c.address_enc).limit(1))
+        if sample is not None:
+            self.box.open(sample)
 
     async def stop(self) -> None:
         self._stop.set()

@@ -355,10 +355,13 @@ class Ledger:
                         worker_id,
                     )
                 )
-            conn.exec_driver_sql(stmt, params)
-            # events for the rows this update really moved (now at `state`, stamped `at`)
+            result = conn.exec_driver_sql(stmt, params)
+            # events for the rows this update really moved; when every row moved (the
+            # usual case) the count says so, otherwise ask which (now at `state`, at `at`)
             moved: set[int] = set()
-            for chunk in _chunks([o.delivery_id for o in group], 500):
+            if result.rowcount == len(group):
+                moved = {o.delivery_id for o in group}
+            for chunk in _chunks([] if moved else [o.delivery_id for o in group], 500):
                 moved.update(
                     r[0]
                     for r in conn.exec_driver_sql(

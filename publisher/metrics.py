@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -14,6 +16,7 @@ LATENESS_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600)
 
 class Metrics:
     def __init__(self) -> None:
+        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.registry = CollectorRegistry()
         self.attempts = Counter(
             "publisher_delivery_attempts",
@@ -54,8 +57,16 @@ class Metrics:
         )
 
     def observe_attempt(self, channel: str, outcome: str, seconds: float) -> None:
-        self.attempts.labels(channel, outcome).inc()
-        self.latency.labels(channel).observe(seconds)
+        # label lookups cost more than the observation; keep the children
+        key = (channel, outcome)
+        pair = self._children.get(key)
+        if pair is None:
+            pair = self._children[key] = (
+                self.attempts.labels(channel, outcome),
+                self.latency.labels(channel),
+            )
+        pair[0].inc()
+        pair[1].observe(seconds)
 
     def queue_claimed(self, channel: str, n: int) -> None:
         self.claimed.labels(channel).inc(n)
