@@ -130,7 +130,7 @@ class ChannelRuntime:
     @property
     def flush_at(self) -> int:
         """Outcomes worth a turn of their own: half the channel's slots."""
-        return max(1, self.limits.concurrency // 2)
+        return max(1, self.limits.concurrency // 4)
 
 
 def effective_limits(adapter_limits: Limits, cfg: ChannelConfig) -> Limits:
@@ -289,8 +289,9 @@ class DeliveryWorker:
         assert rt.slot_freed is not None
         poll = self.config.delivery.poll_seconds
         tz = self.config.site.tz
-        low_water = max(1, rt.limits.concurrency // 2)
+        low_water = max(1, rt.limits.concurrency // 4)
         next_quiet_check = 0.0
+        quiet_until: datetime | None = None  # kept between checks: no claim ignores the window
         idle = False  # the last claim found nothing due
         while not self._stop.is_set():
             try:
@@ -309,7 +310,6 @@ class DeliveryWorker:
                 batch, rt.outcomes = rt.outcomes, []
                 free = rt.slots + len(batch)
                 want = min(free, self.config.delivery.batch_size) if free >= low_water else 0
-                quiet_until = None
                 now = utcnow()
                 if time.monotonic() >= next_quiet_check:
                     quiet_until = quiet_window_end(rt.config.quiet_hours, now, tz)
@@ -357,6 +357,14 @@ class DeliveryWorker:
         if isinstance(target, str):  # a reason not to send
             return Outcome(row.id, DeliveryState.SKIPPED, reason=target)
         subject = await self._subject(row.subject)
+        if row.attempts > 1 and subject.kind in ("published", "corrected") and row.item_id:
+            # a retry (rare): not if the item was taken down while the first attempt was out
+            async with self.store.read() as conn:
+                status = await conn.scalar(
+                    sa.select(t.items.c.status).where(t.items.c.id == row.item_id)
+                )
+            if status in ("withdrawn", "expired"):
+                return Outcome(row.id, DeliveryState.SKIPPED, reason=status)
         try:
             rendered = rt.adapter.render(subject, target)
         except PermanentDeliveryError as exc:

@@ -7,6 +7,7 @@ a repeated or interrupted plan harmless.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,8 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from publisher.config import Config
-from publisher.ledger import PRIORITY_NORMAL, PRIORITY_URGENT, Ledger
-from publisher.recipients import RecipientStatus
+from publisher.ledger import PRIORITY_NORMAL, PRIORITY_URGENT, HotSql, Ledger
 from publisher.store import schema as t
 from publisher.store.sql import EventKind, SqlStore, utcnow
 
@@ -126,36 +126,32 @@ class FanOut:
             if batch:
                 yield batch
             return
-        r = t.recipients
-        s = t.suppressions
         last = 0
+        page = (
+            "SELECT r.id, r.categories FROM recipients r LEFT JOIN suppressions s "
+            "ON s.channel = r.channel AND s.address_hash = r.address_hash "
+            "WHERE r.channel = ? AND r.status = 'active' AND r.frequency = 'immediate' "
+            "AND s.address_hash IS NULL AND r.id > ? ORDER BY r.id LIMIT ?"
+        )
         while True:
-            async with self.store.read() as conn:
-                rows = (
-                    await conn.execute(
-                        sa.select(r.c.id, r.c.categories)
-                        .outerjoin(
-                            s,
-                            sa.and_(
-                                s.c.channel == r.c.channel, s.c.address_hash == r.c.address_hash
-                            ),
-                        )
-                        .where(
-                            r.c.channel == channel,
-                            r.c.status == RecipientStatus.ACTIVE.value,
-                            r.c.frequency == "immediate",
-                            s.c.address_hash.is_(None),
-                            r.c.id > last,
-                        )
-                        .order_by(r.c.id)
-                        .limit(size)
-                    )
-                ).all()
+
+            def read_page(conn: sa.Connection, after: int = last) -> list[Any]:
+                return list(conn.exec_driver_sql(HotSql(conn).q(page), (channel, after, size)))
+
+            rows = await self.store.run(read_page, write=False)
             if not rows:
                 return
-            last = rows[-1].id
-            batch = [
-                f"r:{row.id}" for row in rows if not row.categories or category in row.categories
-            ]
+            last = rows[-1][0]
+            batch = [f"r:{rid}" for rid, cats in rows if _takes(cats, category)]
             if batch:
                 yield batch
+
+
+def _takes(categories: Any, category: str) -> bool:
+    """Whether a subscriber's categories (JSON text or list; empty: all) include `category`."""
+    if isinstance(categories, str):
+        # most residents take every category: parse the list only when there is one
+        if categories.replace(" ", "") == "[]":
+            return True
+        categories = json.loads(categories)
+    return not categories or category in categories

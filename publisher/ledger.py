@@ -119,40 +119,58 @@ class Ledger:
         if not targets:
             return 0
         now = utcnow()
-        rows = [
-            {
-                "subject": subject,
-                "channel": channel,
-                "target": target,
-                "item_id": item_id,
-                "state": DeliveryState.QUEUED.value,
-                "priority": priority,
-                "bypass_quiet": bypass_quiet,
-                "attempts": 0,
-                "due_at": due_at or now,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for target in targets
-        ]
-        async with self.store.write() as conn:
-            insert = _insert_for(conn)
-            stmt = (
-                insert(t.deliveries)
-                .on_conflict_do_nothing(index_elements=["subject", "channel", "target"])
-                .returning(t.deliveries.c.id)
+        batch = list(targets)
+
+        def insert(conn: sa.Connection) -> int:
+            sql = HotSql(conn)
+            at = sql.ts(now)
+            conn.exec_driver_sql(
+                sql.q(
+                    "INSERT INTO deliveries (subject, channel, target, item_id, state, priority, "
+                    "bypass_quiet, attempts, due_at, created_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, 'queued', ?, ?, 0, ?, ?, ?) "
+                    "ON CONFLICT (subject, channel, target) DO NOTHING"
+                ),
+                [
+                    (
+                        subject,
+                        channel,
+                        target,
+                        item_id,
+                        priority,
+                        bypass_quiet,
+                        sql.ts(due_at or now),
+                        at,
+                        at,
+                    )
+                    for target in batch
+                ],
             )
-            new_ids = (await conn.execute(stmt, rows)).scalars().all() if rows else []
+            # the rows this call created (not those already planned): stamped `at`
+            new_ids: list[int] = []
+            for chunk in _chunks(batch, 500):
+                new_ids.extend(
+                    r[0]
+                    for r in conn.exec_driver_sql(
+                        sql.q(
+                            "SELECT id FROM deliveries WHERE subject = ? AND channel = ? "
+                            f"AND created_at = ? AND target IN ({sql.marks(len(chunk))})"
+                        ),
+                        (subject, channel, at, *chunk),
+                    )
+                )
             # one "queued" event per new row: the ledger's history starts here
             if new_ids:
-                await conn.execute(
-                    t.delivery_events.insert(),
-                    [
-                        {"delivery_id": i, "at": now, "from_state": None, "to_state": "queued"}
-                        for i in new_ids
-                    ],
+                conn.exec_driver_sql(
+                    sql.q(
+                        "INSERT INTO delivery_events (delivery_id, at, from_state, to_state) "
+                        "VALUES (?, ?, NULL, 'queued')"
+                    ),
+                    [(i, at) for i in new_ids],
                 )
-        return len(new_ids)
+            return len(new_ids)
+
+        return await self.store.run(insert)
 
     async def mark_planned(self, event_id: int) -> None:
         async with self.store.write() as conn:

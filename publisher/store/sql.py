@@ -825,6 +825,7 @@ class SqlStore:
                 await conn.execute(
                     t.items.update().where(t.items.c.id == item_id).values(expired_at=now)
                 )
+                await self._cancel_deliveries(conn, item_id, EventKind.EXPIRED, now)
                 await self._event(
                     conn,
                     item_id,
@@ -1181,6 +1182,7 @@ class SqlStore:
             .where(t.items.c.id == item.id)
             .values(withdrawn_at=now, pending_revision=None, pending_state=None)
         )
+        await self._cancel_deliveries(conn, item.id, EventKind.WITHDRAWN, now)
         if item.status is ItemStatus.PUBLISHED:
             await self._event(
                 conn,
@@ -1190,6 +1192,46 @@ class SqlStore:
                 self._channels_for(item, item.content),
                 False,
                 now,
+            )
+
+    async def _cancel_deliveries(
+        self, conn: AsyncConnection, item_id: str, reason: str, now: datetime
+    ) -> None:
+        """Skip the item's publication and correction deliveries that have not gone out, in
+        the transaction that takes it down: a worker must not send them until the planner
+        reaches the withdrawal (or expiry) event. Rows in flight finish as they will."""
+        d = t.deliveries
+        subjects = sa.select(sa.literal("event:") + sa.cast(t.item_events.c.id, sa.String)).where(
+            t.item_events.c.item_id == item_id,
+            t.item_events.c.kind.in_([EventKind.PUBLISHED, EventKind.CORRECTED]),
+        )
+        select = sa.select(d.c.id, d.c.state).where(
+            d.c.item_id == item_id,
+            d.c.state.in_(["queued", "retrying", "deferred"]),
+            d.c.subject.in_(subjects.scalar_subquery()),
+        )
+        if not self.is_sqlite:
+            select = select.with_for_update(skip_locked=True)
+        rows = (await conn.execute(select)).all()
+        for i in range(0, len(rows), 500):
+            chunk = rows[i : i + 500]
+            await conn.execute(
+                d.update()
+                .where(d.c.id.in_([r.id for r in chunk]))
+                .values(state="skipped", reason=reason, claimed_by=None, updated_at=now)
+            )
+            await conn.execute(
+                t.delivery_events.insert(),
+                [
+                    {
+                        "delivery_id": r.id,
+                        "at": now,
+                        "from_state": r.state,
+                        "to_state": "skipped",
+                        "detail": reason,
+                    }
+                    for r in chunk
+                ],
             )
 
     async def _allocate_index_no(self, conn: AsyncConnection, when: datetime) -> str:

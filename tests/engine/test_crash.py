@@ -71,12 +71,23 @@ async def _recording_server() -> tuple[RecordingServer, TestServer]:
     return rec, server
 
 
-async def _prepare(store: SqlStore, n: int) -> str:
+async def _prepare(store: SqlStore, n: int, *, publish_now: bool = True) -> str:
     await subscribe(store, n)
     content = content_from(ItemCreate.model_validate(item_fields(channels=["sms"])), store.config)
     item = await store.create_item(content, actor=EDITOR)
-    await publish(store, item)
+    if publish_now:
+        await publish(store, item)
     return item.id
+
+
+async def _workers_registered(store: SqlStore, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        async with store.read() as conn:
+            if await conn.scalar(sa.select(sa.func.count()).select_from(t.workers)) >= count:
+                return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{count} workers did not start")
 
 
 async def _rows(store: SqlStore, item_id: str) -> list[tuple[int, str]]:
@@ -176,10 +187,13 @@ async def test_two_workers_share_one_postgresql_queue(tmp_path: Path, pg_databas
     await upgrade(store)
     log = tmp_path / "workers.log"
     try:
-        item_id = await _prepare(store, n)
+        item_id = await _prepare(store, n, publish_now=False)
         env = _env(pg_database, url, tmp_path)
         workers = [_start_worker(env, log) for _ in range(2)]
         try:
+            # both are up and polling before the item goes out, so both can take part
+            await _workers_registered(store, 2)
+            await publish(store, await store.get_item(item_id))
             await wait_settled(store, item_id, within=180)
         finally:
             for w in workers:
