@@ -115,6 +115,26 @@ def quiet_window_end(quiet: QuietHours | None, now: datetime, tz: Any) -> dateti
 
 
 @dataclass
+class Lane:
+    """A share of a channel's slots with its own claim-and-record turns.
+
+    With two lanes, one lane's attempts keep the far end busy while the other
+    waits for its database turn. Slots across lanes add up to the concurrency.
+    """
+
+    capacity: int
+    slots: int
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    #: outcomes of finished attempts, written at the next turn
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    @property
+    def flush_at(self) -> int:
+        """Outcomes worth a turn of their own."""
+        return max(1, self.capacity // 4)
+
+
+@dataclass
 class ChannelRuntime:
     name: str
     adapter: ChannelAdapter
@@ -122,15 +142,17 @@ class ChannelRuntime:
     config: ChannelConfig
     retry: RetryPolicy
     bucket: TokenBucket | None
-    slots: int = 0
-    slot_freed: asyncio.Event | None = None
-    #: outcomes of finished attempts, written at the next turn
-    outcomes: list[Outcome] = field(default_factory=list)
+    lanes: list[Lane] = field(default_factory=list)
 
-    @property
-    def flush_at(self) -> int:
-        """Outcomes worth a turn of their own: half the channel's slots."""
-        return max(1, self.limits.concurrency // 4)
+    def wake(self) -> None:
+        for lane in self.lanes:
+            lane.wakeup.set()
+
+
+def make_lanes(concurrency: int) -> list[Lane]:
+    count = 2 if concurrency >= 8 else 1
+    sizes = [concurrency // count + (1 if i < concurrency % count else 0) for i in range(count)]
+    return [Lane(capacity=n, slots=n) for n in sizes]
 
 
 def effective_limits(adapter_limits: Limits, cfg: ChannelConfig) -> Limits:
@@ -175,9 +197,12 @@ class DeliveryWorker:
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
         ]
         for runtime in self.channels.values():
-            self._tasks.append(
-                asyncio.create_task(self._channel_loop(runtime), name=f"deliver-{runtime.name}")
-            )
+            for n, lane in enumerate(runtime.lanes):
+                self._tasks.append(
+                    asyncio.create_task(
+                        self._channel_loop(runtime, lane), name=f"deliver-{runtime.name}-{n}"
+                    )
+                )
 
     async def _check_data_key(self) -> None:
         """Refuse to start with a key that cannot read the stored addresses (ConfigError),
@@ -191,17 +216,17 @@ class DeliveryWorker:
         self._stop.set()
         self._wake.set()
         for rt in self.channels.values():
-            if rt.slot_freed:
-                rt.slot_freed.set()
+            rt.wake()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
         for rt in self.channels.values():  # write what finished before the stop
-            if rt.outcomes:
-                await self.ledger.record(self.worker_id, rt.outcomes)
-                rt.outcomes = []
+            for lane in rt.lanes:
+                if lane.outcomes:
+                    await self.ledger.record(self.worker_id, lane.outcomes)
+                    lane.outcomes = []
         await self.ledger.unregister_worker(self.worker_id)
         await self._stack.aclose()
 
@@ -235,8 +260,7 @@ class DeliveryWorker:
                 config=cfg,
                 retry=RetryPolicy(cfg.max_attempts, cfg.retry_base_seconds, cfg.retry_cap_seconds),
                 bucket=TokenBucket(limits.per_second) if limits.per_second else None,
-                slots=limits.concurrency,
-                slot_freed=asyncio.Event(),
+                lanes=make_lanes(limits.concurrency),
             )
 
     # -- loops -----------------------------------------------------------------------
@@ -246,8 +270,7 @@ class DeliveryWorker:
             try:
                 if await self.fanout.plan_pending():
                     for rt in self.channels.values():
-                        assert rt.slot_freed is not None
-                        rt.slot_freed.set()
+                        rt.wake()
             except Exception:
                 log.exception("planning failed; will try again")
             await self._idle(self.config.delivery.poll_seconds)
@@ -278,7 +301,7 @@ class DeliveryWorker:
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
         self._wake.clear()
 
-    async def _channel_loop(self, rt: ChannelRuntime) -> None:
+    async def _channel_loop(self, rt: ChannelRuntime, lane: Lane) -> None:
         """Turn after turn: record finished attempts and claim replacements in one transaction.
 
         A slot is taken at claim and given back only once the attempt's outcome is
@@ -286,29 +309,28 @@ class DeliveryWorker:
         turn waits briefly for outcomes to gather (group commit) but never while
         slots are free and rows may be due.
         """
-        assert rt.slot_freed is not None
         poll = self.config.delivery.poll_seconds
         tz = self.config.site.tz
-        low_water = max(1, rt.limits.concurrency // 4)
+        low_water = max(1, lane.capacity // 4)
         next_quiet_check = 0.0
         quiet_until: datetime | None = None  # kept between checks: no claim ignores the window
         idle = False  # the last claim found nothing due
         while not self._stop.is_set():
             try:
-                pending = rt.outcomes
-                if not pending and (rt.slots < low_water or idle):
-                    rt.slot_freed.clear()
+                pending = lane.outcomes
+                if not pending and (lane.slots < low_water or idle):
+                    lane.wakeup.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(rt.slot_freed.wait(), timeout=poll)
+                        await asyncio.wait_for(lane.wakeup.wait(), timeout=poll)
                     idle = False
                     continue
-                if pending and len(pending) < rt.flush_at and rt.slots < low_water:
+                if pending and len(pending) < lane.flush_at and lane.slots < low_water:
                     # group commit: let more attempts finish, to write them together
-                    rt.slot_freed.clear()
+                    lane.wakeup.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(rt.slot_freed.wait(), timeout=GROUP_COMMIT_SECONDS)
-                batch, rt.outcomes = rt.outcomes, []
-                free = rt.slots + len(batch)
+                        await asyncio.wait_for(lane.wakeup.wait(), timeout=GROUP_COMMIT_SECONDS)
+                batch, lane.outcomes = lane.outcomes, []
+                free = lane.slots + len(batch)
                 want = min(free, self.config.delivery.batch_size) if free >= low_water else 0
                 now = utcnow()
                 if time.monotonic() >= next_quiet_check:
@@ -317,12 +339,14 @@ class DeliveryWorker:
                 rows = await self.ledger.cycle(
                     self.worker_id, batch, rt.name, want, quiet_until=quiet_until
                 )
-                rt.slots = free - len(rows)
+                lane.slots = free - len(rows)
                 idle = want > 0 and not rows
                 if rows:
                     METRICS.queue_claimed(rt.name, len(rows))
                 for row, stored in rows:
-                    task = asyncio.create_task(self._attempt(rt, row, self._target(row, stored)))
+                    task = asyncio.create_task(
+                        self._attempt(rt, lane, row, self._target(row, stored))
+                    )
                     self._inflight.add(task)
                     task.add_done_callback(self._inflight.discard)
             except asyncio.CancelledError:
@@ -333,7 +357,9 @@ class DeliveryWorker:
 
     # -- one attempt ---------------------------------------------------------------------
 
-    async def _attempt(self, rt: ChannelRuntime, row: Claimed, target: Target | str | None) -> None:
+    async def _attempt(
+        self, rt: ChannelRuntime, lane: Lane, row: Claimed, target: Target | str | None
+    ) -> None:
         started = time.monotonic()
         try:
             outcome = await self._try(rt, row, target)
@@ -344,12 +370,11 @@ class DeliveryWorker:
             log.exception("adapter %s raised unexpectedly", rt.name)
             outcome = self._transient(rt, row, f"internal error: {exc!r}", None)
         METRICS.observe_attempt(rt.name, outcome.state.value, time.monotonic() - started)
-        rt.outcomes.append(outcome)
-        # wake the channel loop for the first outcome (to start a group) and when a
-        # group is full, not for each one: a wake-up costs more than a message
-        if len(rt.outcomes) == 1 or len(rt.outcomes) >= rt.flush_at:
-            assert rt.slot_freed is not None
-            rt.slot_freed.set()
+        lane.outcomes.append(outcome)
+        # wake the lane for the first outcome (to start a group) and when a group is
+        # full, not for each one: a wake-up costs more than a message
+        if len(lane.outcomes) == 1 or len(lane.outcomes) >= lane.flush_at:
+            lane.wakeup.set()
 
     async def _try(self, rt: ChannelRuntime, row: Claimed, target: Target | str | None) -> Outcome:
         if target is None:
