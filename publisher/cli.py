@@ -137,17 +137,22 @@ async def _serve(config: Config, host: str, port: int) -> None:
     await scheduler.start()
     await worker.start()
     click.echo(f"serving on http://{host}:{port} (store: {store.engine.dialect.name})", err=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await _until_signal()
     finally:
         await scheduler.stop()
         await worker.stop()
         await runner.cleanup()
         await store.close()
+
+
+async def _until_signal() -> None:
+    """Wait for SIGINT or SIGTERM: both stop the process cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
 
 
 @cli.command()
@@ -174,12 +179,8 @@ async def _worker(config: Config) -> None:
     await engine.start()
     await scheduler.start()
     click.echo(f"worker {engine.worker_id} running (store: {store.engine.dialect.name})", err=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await _until_signal()
     finally:
         await scheduler.stop()
         await engine.stop()

@@ -320,6 +320,10 @@ class Recipients:
                 await conn.execute(t.recipients.delete().where(t.recipients.c.id == rid))
                 await self._suppress(conn, channel, h, "erased", now)
                 erased += 1
+        if erased and self.store.is_sqlite:
+            # move the overwritten pages out of the write-ahead log too
+            async with self.store.engine.connect() as conn:
+                await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         return erased
 
 

@@ -576,6 +576,11 @@ class SqlStore:
                     details={"fields": sorted(changes)},
                 )
             else:
+                if status is ItemStatus.IN_REVIEW:
+                    raise Conflict(
+                        f"item {item_id} is in review; a reviewer must approve or reject it "
+                        "before it can change"
+                    )
                 raise Conflict(f"item {item_id} is {status.value} and can no longer be edited")
         return await self.get_item(item_id)
 
@@ -1334,6 +1339,8 @@ def _sqlite_events(engine: sa.Engine) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=60000")
+        # deleted rows (an erased resident) are overwritten, not left in free pages
+        cur.execute("PRAGMA secure_delete=ON")
         cur.close()
 
     @sa.event.listens_for(engine, "begin")

@@ -160,7 +160,11 @@ async def test_masked_in_the_api_and_encrypted_in_the_file(
     await wait_settled(engine_store, item.id)
     status, body, _ = await api.call("GET", f"/api/v1/items/{item.id}/deliveries")
     assert status == 200
-    assert [d["target"] for d in body["deliveries"]] == ["138****0000", "138****0001", "138****0002"]
+    assert [d["target"] for d in body["deliveries"]] == [
+        "138****0000",
+        "138****0001",
+        "138****0002",
+    ]
     data = sqlite_file_bytes(engine_store)
     for i in range(3):
         assert phone(i).encode() not in data and phone(i)[3:].encode() not in data
@@ -200,7 +204,8 @@ async def test_metrics_for_loopback_clients(
     await wait_settled(engine_store, item_id)
     text = (await api.call("GET", "/metrics", who=None))[1].decode()
     assert _sample(text, "publisher_deliveries", channel="sms", state="sent") == 4
-    assert _sample(text, "publisher_deliveries", channel="sms", state="failed") == 1  # refused again
+    # the refused number was refused again
+    assert _sample(text, "publisher_deliveries", channel="sms", state="failed") == 1
     assert rec.per_target[phone(3)] == 2
 
 

@@ -174,7 +174,16 @@ async def test_erasure_leaves_no_address_in_the_database(
 
     # encrypted at rest from the start…
     assert not plain_in_file()
+    sealed = next(
+        r.address_enc
+        for r in await _recipient_rows(engine_store)
+        if recipients.box.open(r.address_enc) == RESIDENT
+    )
+    assert sealed.encode() in sqlite_file_bytes(engine_store)
     assert await recipients.erase(RESIDENT) == 1
+    # …and erasure overwrites even the ciphertext (secure_delete, WAL checkpoint): a
+    # stolen key plus the file must not bring the number back
+    assert sealed.encode() not in sqlite_file_bytes(engine_store)
     # …and after erasure the subscriber and consent rows are gone too
     recipients_left = await _recipient_rows(engine_store)
     assert len(recipients_left) == 1
