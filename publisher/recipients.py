@@ -92,13 +92,7 @@ class Recipients:
         addr, h = self._norm(channel, address)
         now = utcnow()
         async with self.store.write() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(t.recipients).where(
-                        t.recipients.c.channel == channel, t.recipients.c.address_hash == h
-                    )
-                )
-            ).first()
+            row = await _find(conn, channel, h)
             suppressed = await conn.scalar(
                 sa.select(t.suppressions.c.reason).where(
                     t.suppressions.c.channel == channel, t.suppressions.c.address_hash == h
@@ -152,13 +146,7 @@ class Recipients:
     async def get(self, channel: str, address: str) -> Recipient:
         addr, h = self._norm(channel, address)
         async with self.store.read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(t.recipients).where(
-                        t.recipients.c.channel == channel, t.recipients.c.address_hash == h
-                    )
-                )
-            ).first()
+            row = await _find(conn, channel, h)
         if row is None:
             raise NotFound(f"no {channel} subscriber {mask(addr)}")
         return self._recipient(row)
@@ -179,11 +167,7 @@ class Recipients:
         _, h = self._norm(channel, address)
         now = utcnow()
         async with self.store.write() as conn:
-            rid = await conn.scalar(
-                sa.select(t.recipients.c.id).where(
-                    t.recipients.c.channel == channel, t.recipients.c.address_hash == h
-                )
-            )
+            rid = await _find_id(conn, channel, h)
             if rid is not None:
                 await conn.execute(
                     t.recipients.update()
@@ -203,7 +187,7 @@ class Recipients:
         async with self.store.write() as conn:
             await conn.execute(
                 t.recipients.update()
-                .where(t.recipients.c.channel == channel, t.recipients.c.address_hash == h)
+                .where(_by_address(channel, h))
                 .values(status=RecipientStatus.SUPPRESSED.value, updated_at=now)
             )
             await self._suppress(conn, channel, h, reason, now)
@@ -240,13 +224,7 @@ class Recipients:
             except ValidationFailed:
                 continue
             async with self.store.read() as conn:
-                row = (
-                    await conn.execute(
-                        sa.select(t.recipients).where(
-                            t.recipients.c.channel == channel, t.recipients.c.address_hash == h
-                        )
-                    )
-                ).first()
+                row = await _find(conn, channel, h)
                 if row is None:
                     continue
                 consents = (
@@ -309,11 +287,7 @@ class Recipients:
             except ValidationFailed:
                 continue
             async with self.store.write() as conn:
-                rid = await conn.scalar(
-                    sa.select(t.recipients.c.id).where(
-                        t.recipients.c.channel == channel, t.recipients.c.address_hash == h
-                    )
-                )
+                rid = await _find_id(conn, channel, h)
                 if rid is None:
                     continue
                 await conn.execute(t.consents.delete().where(t.consents.c.recipient_id == rid))
@@ -407,3 +381,19 @@ async def import_subscribers(
             )
             added += len(ids)
     return added
+
+
+def _by_address(channel: str, address_hash: str) -> sa.ColumnElement[bool]:
+    return sa.and_(t.recipients.c.channel == channel, t.recipients.c.address_hash == address_hash)
+
+
+async def _find(conn: Any, channel: str, address_hash: str) -> Any:
+    """The subscriber row for a channel and keyed hash, or None."""
+    return (
+        await conn.execute(sa.select(t.recipients).where(_by_address(channel, address_hash)))
+    ).first()
+
+
+async def _find_id(conn: Any, channel: str, address_hash: str) -> int | None:
+    rid = await conn.scalar(sa.select(t.recipients.c.id).where(_by_address(channel, address_hash)))
+    return int(rid) if rid is not None else None

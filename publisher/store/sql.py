@@ -13,7 +13,7 @@ import os
 import secrets
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -787,59 +787,53 @@ class SqlStore:
     async def publish_due(self, now: datetime | None = None) -> list[str]:
         """Publish scheduled items whose publish_at has come; returns their ids (oldest first)."""
         now = now or utcnow()
-        async with self.read() as conn:
-            ids = (
-                await conn.scalars(
-                    sa.select(t.items.c.id)
-                    .where(
-                        t.items.c.status == ItemStatus.SCHEDULED.value, t.items.c.publish_at <= now
-                    )
-                    .order_by(t.items.c.publish_at, t.items.c.id)
-                )
-            ).all()
-        done = []
-        for item_id in ids:
-            async with self.write() as conn:
-                row = await self._lock_item(conn, item_id)
-                if row.status != ItemStatus.SCHEDULED.value:
-                    continue  # another worker got there first
-                await self._publish(conn, await self._load(conn, item_id), now)
-            done.append(item_id)
-        return done
+
+        async def publish(conn: AsyncConnection, item: Item) -> None:
+            await self._publish(conn, item, now)
+
+        return await self._each_due(ItemStatus.SCHEDULED, t.items.c.publish_at, now, publish)
 
     async def expire_due(self, now: datetime | None = None) -> list[str]:
+        """Expire published items whose expires_at has passed; returns their ids."""
         now = now or utcnow()
+
+        async def expire(conn: AsyncConnection, item: Item) -> None:
+            await self._move(conn, item, ItemStatus.EXPIRED, workflow.SYSTEM_ACTOR, None, now)
+            await conn.execute(
+                t.items.update().where(t.items.c.id == item.id).values(expired_at=now)
+            )
+            await self._cancel_deliveries(conn, item.id, EventKind.EXPIRED, now)
+            channels = self._channels_for(item, item.content)
+            await self._event(
+                conn, item.id, item.revision.number, EventKind.EXPIRED, channels, False, now
+            )
+
+        return await self._each_due(ItemStatus.PUBLISHED, t.items.c.expires_at, now, expire)
+
+    async def _each_due(
+        self,
+        status: ItemStatus,
+        when: sa.Column[Any],
+        now: datetime,
+        act: Callable[[AsyncConnection, Item], Awaitable[None]],
+    ) -> list[str]:
+        """Apply `act` to each item in `status` whose `when` has come, oldest first, one
+        transaction each; an item another worker moved meanwhile is left alone."""
         async with self.read() as conn:
             ids = (
                 await conn.scalars(
                     sa.select(t.items.c.id)
-                    .where(
-                        t.items.c.status == ItemStatus.PUBLISHED.value, t.items.c.expires_at <= now
-                    )
-                    .order_by(t.items.c.expires_at, t.items.c.id)
+                    .where(t.items.c.status == status.value, when <= now)
+                    .order_by(when, t.items.c.id)
                 )
             ).all()
         done = []
         for item_id in ids:
             async with self.write() as conn:
                 row = await self._lock_item(conn, item_id)
-                if row.status != ItemStatus.PUBLISHED.value:
-                    continue
-                item = await self._load(conn, item_id)
-                await self._move(conn, item, ItemStatus.EXPIRED, workflow.SYSTEM_ACTOR, None, now)
-                await conn.execute(
-                    t.items.update().where(t.items.c.id == item_id).values(expired_at=now)
-                )
-                await self._cancel_deliveries(conn, item_id, EventKind.EXPIRED, now)
-                await self._event(
-                    conn,
-                    item_id,
-                    item.revision.number,
-                    EventKind.EXPIRED,
-                    self._channels_for(item, item.content),
-                    False,
-                    now,
-                )
+                if row.status != status.value:
+                    continue  # another worker got there first
+                await act(conn, await self._load(conn, item_id))
             done.append(item_id)
         return done
 
