@@ -137,13 +137,15 @@ async def test_sigkill_mid_fanout_delivers_each_target_once(tmp_path: Path) -> N
         item_id = await _prepare(store, n)
         env = _env(storage, url, tmp_path)
         first = _start_worker(env, log)
-        deadline = time.monotonic() + 120
-        while len(rec.requests) < n // 4 and time.monotonic() < deadline:
-            assert first.poll() is None, log.read_text()
-            await asyncio.sleep(0.02)
-        assert len(rec.requests) >= n // 4, "the worker did not get going"
-        first.send_signal(signal.SIGKILL)
-        first.wait()
+        try:
+            deadline = time.monotonic() + 120
+            while len(rec.requests) < n // 4 and time.monotonic() < deadline:
+                assert first.poll() is None, log.read_text()
+                await asyncio.sleep(0.02)
+            assert len(rec.requests) >= n // 4, "the worker did not get going"
+        finally:  # killed whatever happens: no worker may outlive its test
+            first.send_signal(signal.SIGKILL)
+            first.wait()
         at_kill = len(rec.requests)
         assert at_kill < n, "the fan-out finished before the kill; nothing was tested"
 
