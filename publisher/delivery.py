@@ -118,8 +118,9 @@ def quiet_window_end(quiet: QuietHours | None, now: datetime, tz: Any) -> dateti
 class Lane:
     """A share of a channel's slots with its own claim-and-record turns.
 
-    With two lanes, one lane's attempts keep the far end busy while the other
-    waits for its database turn. Slots across lanes add up to the concurrency.
+    With two lanes (PostgreSQL), one lane's attempts keep the far end busy while
+    the other waits for its database turn. Slots across lanes add up to the
+    concurrency.
     """
 
     capacity: int
@@ -131,7 +132,7 @@ class Lane:
     @property
     def flush_at(self) -> int:
         """Outcomes worth a turn of their own."""
-        return max(1, self.capacity // 4)
+        return max(1, self.capacity // 2)
 
 
 @dataclass
@@ -149,8 +150,8 @@ class ChannelRuntime:
             lane.wakeup.set()
 
 
-def make_lanes(concurrency: int) -> list[Lane]:
-    count = 2 if concurrency >= 8 else 1
+def make_lanes(concurrency: int, count: int) -> list[Lane]:
+    count = max(1, min(count, concurrency))
     sizes = [concurrency // count + (1 if i < concurrency % count else 0) for i in range(count)]
     return [Lane(capacity=n, slots=n) for n in sizes]
 
@@ -260,7 +261,9 @@ class DeliveryWorker:
                 config=cfg,
                 retry=RetryPolicy(cfg.max_attempts, cfg.retry_base_seconds, cfg.retry_cap_seconds),
                 bucket=TokenBucket(limits.per_second) if limits.per_second else None,
-                lanes=make_lanes(limits.concurrency),
+                # on PostgreSQL a turn awaits the server, and a second lane keeps
+                # sending meanwhile; SQLite turns run inline, where one lane is cheaper
+                lanes=make_lanes(limits.concurrency, 1 if self.store.is_sqlite else 2),
             )
 
     # -- loops -----------------------------------------------------------------------
@@ -311,7 +314,7 @@ class DeliveryWorker:
         """
         poll = self.config.delivery.poll_seconds
         tz = self.config.site.tz
-        low_water = max(1, lane.capacity // 4)
+        low_water = max(1, lane.capacity // 2)
         next_quiet_check = 0.0
         quiet_until: datetime | None = None  # kept between checks: no claim ignores the window
         idle = False  # the last claim found nothing due
