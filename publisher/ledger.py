@@ -146,29 +146,17 @@ class Ledger:
                     for target in batch
                 ],
             )
-            # the rows this call created (not those already planned): stamped `at`
-            new_ids: list[int] = []
-            for chunk in _chunks(batch, 500):
-                new_ids.extend(
-                    r[0]
-                    for r in conn.exec_driver_sql(
-                        sql.q(
-                            "SELECT id FROM deliveries WHERE subject = ? AND channel = ? "
-                            f"AND created_at = ? AND target IN ({sql.marks(len(chunk))})"
-                        ),
-                        (subject, channel, at, *chunk),
-                    )
-                )
-            # one "queued" event per new row: the ledger's history starts here
-            if new_ids:
-                conn.exec_driver_sql(
-                    sql.q(
-                        "INSERT INTO delivery_events (delivery_id, at, from_state, to_state) "
-                        "VALUES (?, ?, NULL, 'queued')"
-                    ),
-                    [(i, at) for i in new_ids],
-                )
-            return len(new_ids)
+            # one "queued" event for each row this call created (those already planned
+            # keep theirs): the new rows are the ones stamped `at`
+            result = conn.exec_driver_sql(
+                sql.q(
+                    "INSERT INTO delivery_events (delivery_id, at, from_state, to_state) "
+                    "SELECT id, ?, NULL, 'queued' FROM deliveries "
+                    "WHERE subject = ? AND channel = ? AND created_at = ?"
+                ),
+                (at, subject, channel, at),
+            )
+            return max(0, int(result.rowcount))
 
         return await self.store.run(insert)
 
