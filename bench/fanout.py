@@ -288,16 +288,8 @@ def main() -> None:
         try:
             time.sleep(1.0)
             env = env_for(database, url, tmp, args.concurrency)
-            bare = run_phase(
-                "bare",
-                env,
-                "--n",
-                str(args.n),
-                "--url",
-                url,
-                "--concurrency",
-                str(args.concurrency),
-            )
+            bare_args = ["--n", str(args.n), "--url", url, "--concurrency", str(args.concurrency)]
+            bare = run_phase("bare", env, *bare_args)
             prep = run_phase("prepare", env, "--n", str(args.n))
             bare_runs = [bare]
             # BENCH_PY_SPY=FILE profiles the first worker with py-spy (raw format)
@@ -330,18 +322,7 @@ def main() -> None:
                 w.wait(timeout=60)
             # the bare loop again after the engine: the machine is shared and noisy,
             # so the baseline is the mean of one run before and one after
-            bare_runs.append(
-                run_phase(
-                    "bare",
-                    env,
-                    "--n",
-                    str(args.n),
-                    "--url",
-                    url,
-                    "--concurrency",
-                    str(args.concurrency),
-                )
-            )
+            bare_runs.append(run_phase("bare", env, *bare_args))
         finally:
             sink.terminate()
             sink.wait()

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from publisher.config import Config
 from publisher.ledger import PRIORITY_NORMAL, PRIORITY_URGENT, HotSql, Ledger
 from publisher.store import schema as t
-from publisher.store.sql import EventKind, SqlStore, utcnow
+from publisher.store.sql import EventKind, SqlStore, insert_for, utcnow
 
 log = logging.getLogger("publisher.fanout")
 
@@ -45,24 +45,22 @@ class FanOut:
                 declared.append((channel, ep.name, ep.address, ep.categories, ep.settings))
         now = utcnow()
         async with self.store.write() as conn:
+            insert = insert_for(conn)
             for channel, name, address, categories, settings in declared:
-                exists = await conn.scalar(
-                    sa.select(t.endpoints.c.id).where(
-                        t.endpoints.c.channel == channel, t.endpoints.c.name == name
+                # several workers may start at once: the first one creates it
+                await conn.execute(
+                    insert(t.endpoints)
+                    .values(
+                        channel=channel,
+                        name=name,
+                        address=address,
+                        categories=categories,
+                        settings=settings,
+                        enabled=True,
+                        created_at=now,
                     )
+                    .on_conflict_do_nothing(index_elements=["channel", "name"])
                 )
-                if exists is None:
-                    await conn.execute(
-                        t.endpoints.insert().values(
-                            channel=channel,
-                            name=name,
-                            address=address,
-                            categories=categories,
-                            settings=settings,
-                            enabled=True,
-                            created_at=now,
-                        )
-                    )
 
     async def plan_pending(self) -> int:
         """Plan every event not yet planned; returns how many rows were queued."""

@@ -17,7 +17,6 @@ from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from publisher.store import schema as t
 from publisher.store.sql import EventKind, SqlStore, utcnow
@@ -598,12 +597,6 @@ class Ledger:
 def _chunks(seq: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
     for i in range(0, len(seq), n):
         yield seq[i : i + n]
-
-
-def _insert_for(conn: AsyncConnection) -> Any:
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
 def target_rows(conn: sa.Connection, keys: list[str]) -> dict[str, Any]:

@@ -1246,7 +1246,7 @@ class SqlStore:
         """
         site = self.config.site
         year = when.astimezone(site.tz).year
-        dialect_insert = _insert_for(conn)
+        dialect_insert = insert_for(conn)
         while True:
             stmt = (
                 dialect_insert(t.index_serials)
@@ -1362,7 +1362,8 @@ def make_engine(url: str, *, pg_schema: str | None = None) -> AsyncEngine:
     )
 
 
-def _insert_for(conn: AsyncConnection) -> Any:
+def insert_for(conn: AsyncConnection) -> Any:
+    """The dialect's INSERT (with ON CONFLICT) for this connection."""
     from sqlalchemy.dialects import postgresql, sqlite
 
     return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
