@@ -113,9 +113,7 @@ def cli(ctx: click.Context, config_path: Path) -> None:
 def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     """Web, API, scheduler and delivery workers in one process."""
     config = config_of(ctx)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging()
     run(_serve(config, host or config.server.host, port or config.server.port))
 
 
@@ -146,6 +144,15 @@ async def _serve(config: Config, host: str, port: int) -> None:
         await store.close()
 
 
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # every scheduler tick and every schema check would be logged otherwise
+    for noisy in ("apscheduler", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 async def _until_signal() -> None:
     """Wait for SIGINT or SIGTERM: both stop the process cleanly."""
     stop = asyncio.Event()
@@ -164,9 +171,7 @@ def worker(ctx: click.Context) -> None:
     claimed with FOR UPDATE SKIP LOCKED, so none is sent twice.
     """
     config = config_of(ctx)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging()
     run(_worker(config))
 
 
