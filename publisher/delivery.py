@@ -41,12 +41,16 @@ from publisher.errors import ConfigError
 from publisher.fanout import FanOut
 from publisher.ledger import Claimed, DeliveryState, Ledger, Outcome, new_worker_id
 from publisher.metrics import METRICS
+from publisher.models import ItemStatus
 from publisher.recipients import RecipientStatus
 from publisher.store import schema as t
-from publisher.store.sql import SqlStore, utcnow
+from publisher.store.sql import EventKind, SqlStore, utcnow
 from publisher.text import derive_summary, render_body
 
 log = logging.getLogger("publisher.delivery")
+
+#: events that put an item out (as opposed to taking it back)
+LIVE_EVENTS = frozenset({EventKind.PUBLISHED, EventKind.CORRECTED})
 
 #: how long a turn waits for more outcomes to write together
 GROUP_COMMIT_SECONDS = 0.01
@@ -385,13 +389,13 @@ class DeliveryWorker:
         if isinstance(target, str):  # a reason not to send
             return Outcome(row.id, DeliveryState.SKIPPED, reason=target)
         subject = await self._subject(row.subject)
-        if row.attempts > 1 and subject.kind in ("published", "corrected") and row.item_id:
+        if row.attempts > 1 and subject.kind in LIVE_EVENTS and row.item_id:
             # a retry (rare): not if the item was taken down while the first attempt was out
             async with self.store.read() as conn:
                 status = await conn.scalar(
                     sa.select(t.items.c.status).where(t.items.c.id == row.item_id)
                 )
-            if status in ("withdrawn", "expired"):
+            if status in (ItemStatus.WITHDRAWN.value, ItemStatus.EXPIRED.value):
                 return Outcome(row.id, DeliveryState.SKIPPED, reason=status)
         try:
             rendered = rt.adapter.render(subject, target)
