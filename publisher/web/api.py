@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from publisher import workflow
 from publisher.config import Config
@@ -47,7 +47,7 @@ class TransitionBody(BaseModel):
 
 
 class ApproveBody(TransitionBody):
-    acknowledge_personal_data: bool = Field(
+    acknowledge_personal_data: StrictBool = Field(
         default=False,
         description=(
             "Required (true) when the revision under review shows unmasked personal data "

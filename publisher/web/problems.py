@@ -35,15 +35,13 @@ _HTTP_KINDS = {
 def problem(
     status: int, kind: str, title: str, detail: str, instance: str | None = None, **extra: Any
 ) -> web.Response:
-    body: dict[str, Any] = {
-        "type": PROBLEM_TYPE_BASE + kind,
-        "title": title,
-        "status": status,
-        "detail": detail,
-    }
+    # extension members first: they may never shadow the standard ones
+    body: dict[str, Any] = dict(extra)
+    body.update(
+        {"type": PROBLEM_TYPE_BASE + kind, "title": title, "status": status, "detail": detail}
+    )
     if instance:
         body["instance"] = instance
-    body.update(extra)
     headers = {}
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="publisher"'

@@ -623,3 +623,28 @@ async def test_hostile_text_is_4xx_on_every_backend(any_api: Api) -> None:
     assert status == 422, body
     status, body, _ = await api.call("GET", "/api/v1/items", who="bob")
     assert status == 200 and body["total"] == 1
+
+
+async def test_personal_data_acknowledgement_must_be_a_real_boolean(api: Api) -> None:
+    # approving unmasked personal data is a deliberate act: "yes" or 1 is not an answer
+    status, item, _ = await api.call(
+        "POST", "/api/v1/items", json=item_fields(body="联系电话 13812345678。")
+    )
+    assert status == 201
+    assert (await api.call("POST", f"/api/v1/items/{item['id']}/submit"))[0] == 200
+    for sloppy in ("yes", 1, "true"):
+        status, body, _ = await api.call(
+            "POST",
+            f"/api/v1/items/{item['id']}/approve",
+            who="bob",
+            json={"acknowledge_personal_data": sloppy},
+        )
+        assert status == 422, sloppy
+        assert "acknowledge_personal_data" in body["detail"]
+    status, body, _ = await api.call(
+        "POST",
+        f"/api/v1/items/{item['id']}/approve",
+        who="bob",
+        json={"acknowledge_personal_data": True},
+    )
+    assert status == 200 and body["status"] == "published"
