@@ -25,10 +25,9 @@ from publisher.store.sql import SqlStore
 from publisher.web import make_app
 from tests.conftest import (
     ADMIN,
+    BACKENDS,
     EDITOR,
     EDITOR2,
-    IN_CI,
-    PG_URL,
     REVIEWER,
     REVIEWER2,
     Api,
@@ -38,23 +37,7 @@ from tests.conftest import (
 from tests.engine.conftest import engine_env
 
 #: run a test on SQLite and on PostgreSQL (the engine_store fixture, indirectly)
-BOTH_BACKENDS = pytest.mark.parametrize(
-    "engine_store",
-    [
-        "sqlite",
-        pytest.param(
-            "postgresql",
-            marks=[
-                pytest.mark.postgres,
-                pytest.mark.skipif(
-                    not PG_URL and not IN_CI,
-                    reason="PostgreSQL: set PUBLISHER_TEST_DATABASE_URL to run it there too",
-                ),
-            ],
-        ),
-    ],
-    indirect=True,
-)
+BOTH_BACKENDS = pytest.mark.parametrize("engine_store", BACKENDS, indirect=True)
 
 
 async def new_sms_item(store: SqlStore, **overrides: Any) -> Item:

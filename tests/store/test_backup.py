@@ -23,9 +23,8 @@ from publisher.models import Action, Role
 from publisher.store import upgrade
 from publisher.store.sql import SqlStore, attachment_path
 from tests.conftest import (
+    BACKENDS,
     EDITOR,
-    IN_CI,
-    PG_URL,
     REPO,
     REVIEWER,
     _pg_store,
@@ -117,15 +116,7 @@ async def dump(store: SqlStore) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-TARGETS = [
-    "sqlite",
-    pytest.param(
-        "postgresql",
-        marks=pytest.mark.skipif(
-            not PG_URL and not IN_CI, reason="PostgreSQL: set PUBLISHER_TEST_DATABASE_URL"
-        ),
-    ),
-]
+TARGETS = BACKENDS
 
 
 @pytest.mark.parametrize("target", TARGETS)
