@@ -45,6 +45,7 @@ def env_for(database: str, url: str, tmp: Path, concurrency: int) -> dict[str, s
     overrides = {
         "STORAGE__URL": database,
         "STORAGE__ATTACHMENTS_DIR": str(tmp / "attachments"),
+        "STORAGE__FEEDS_DIR": str(tmp / "feeds"),
         "SECURITY__DATA_KEY": DATA_KEY,
         "SECURITY__DATA_KEY_FILE": "",
         "CHANNELS__SMS__ADAPTER": "tests.fakes:LoopbackHttpChannel",

@@ -8,7 +8,10 @@ from channels.base import ChannelAdapter
 
 #: name -> "module:Class" of the built-in adapter; a channel may name another in
 #: config (`channels.<name>.adapter`), which is also how tests plug a loopback one
-BUILTIN: dict[str, str] = {}
+BUILTIN: dict[str, str] = {
+    "portal": "channels.portal:PortalChannel",
+    "rss": "channels.rss:FeedChannel",
+}
 
 
 def load_adapter_class(name: str, override: str | None = None) -> type[ChannelAdapter]:

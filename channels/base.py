@@ -13,9 +13,13 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from publisher.config import Config
+    from publisher.store.sql import SqlStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +98,11 @@ class Subject:
     correction_note: str | None = None
     attachments: tuple[dict[str, Any], ...] = ()
     site_name: str = ""
+    #: when the event happened: the same for every attempt and every channel
+    event_at: datetime | None = None
+    expires_at: datetime | None = None
+    #: published proactive items this one points to: {"id", "kind", "title", "url"}
+    related: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,14 +134,29 @@ class ChannelSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+@dataclass(frozen=True, slots=True)
+class AdapterContext:
+    """What the core lends an adapter besides its settings.
+
+    Most adapters need only the site; a channel that publishes the catalogue as a
+    whole (the feeds) reads the store through it. Adapters never write the store.
+    """
+
+    config: Config
+    store: SqlStore
+
+
 class ChannelAdapter(ABC):
     name: ClassVar[str]
     limits: ClassVar[Limits] = Limits()
     Settings: ClassVar[type[ChannelSettings]] = ChannelSettings
 
-    def __init__(self, settings: ChannelSettings, site: Any) -> None:
+    def __init__(
+        self, settings: ChannelSettings, site: Any, context: AdapterContext | None = None
+    ) -> None:
         self.settings = settings
         self.site = site
+        self.context = context
 
     async def start(self, stack: AsyncExitStack) -> None:  # noqa: B027 - optional hook
         """Open sessions or pools; push their cleanup onto `stack`."""

@@ -70,6 +70,8 @@ class SiteConfig(_Strict):
 class StorageConfig(_Strict):
     url: str = "sqlite:///data/publisher.db"
     attachments_dir: str = "data/attachments"
+    #: where the rss channel writes the feeds as static files (any web server may serve them)
+    feeds_dir: str = "data/feeds"
     #: largest attachment accepted, in bytes
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
 
@@ -83,6 +85,10 @@ class StorageConfig(_Strict):
         return value
 
 
+#: the feed that carries every category (its slug is reserved)
+ALL_FEED = "all"
+
+
 class Category(_Strict):
     slug: str
     name: str = Field(min_length=1)
@@ -93,6 +99,8 @@ class Category(_Strict):
     def _slug(cls, value: str) -> str:
         if not SLUG_RE.match(value):
             raise ValueError("must be lower-case letters, digits and '-'")
+        if value == ALL_FEED:
+            raise ValueError(f"{ALL_FEED!r} is reserved for the feed of every category")
         return value
 
 
@@ -264,6 +272,10 @@ class Config(_Strict):
     @property
     def attachments_path(self) -> Path:
         return self.resolve_path(self.storage.attachments_dir)
+
+    @property
+    def feeds_path(self) -> Path:
+        return self.resolve_path(self.storage.feeds_dir)
 
     def data_key(self) -> bytes:
         """The key that encrypts residents' addresses; raises ConfigError when unset."""

@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 
 from channels import load_adapter_class
 from channels.base import (
+    AdapterContext,
     ChannelAdapter,
     Limits,
     PermanentDeliveryError,
@@ -37,11 +39,11 @@ from channels.base import (
 )
 from publisher.addresses import AddressBox
 from publisher.config import ChannelConfig, Config, QuietHours
-from publisher.errors import ConfigError
+from publisher.errors import ConfigError, ItemNotFound
 from publisher.fanout import FanOut
 from publisher.ledger import Claimed, DeliveryState, Ledger, Outcome, new_worker_id
 from publisher.metrics import METRICS
-from publisher.models import ItemStatus
+from publisher.models import Disclosure, ItemStatus
 from publisher.recipients import RecipientStatus
 from publisher.store import schema as t
 from publisher.store.sql import EventKind, SqlStore, utcnow
@@ -255,7 +257,7 @@ class DeliveryWorker:
                 settings = cls.Settings.model_validate(cfg.settings)
             except Exception as exc:
                 raise ConfigError(f"channels.{name}.settings: {exc}") from None
-            adapter = cls(settings, self.config.site)
+            adapter = cls(settings, self.config.site, AdapterContext(self.config, self.store))
             await adapter.start(self._stack)
             limits = effective_limits(cls.limits, cfg)
             self.channels[name] = ChannelRuntime(
@@ -470,6 +472,25 @@ class DeliveryWorker:
         c = rev.content
         cat = self.config.category(c.category)
         base = self.config.site.public_base
+        related: list[dict[str, Any]] = []
+        for rel in c.related:
+            # only what is public may be named: a related draft stays unknown outside
+            try:
+                other = await self.store.get_item(rel.item_id)
+            except ItemNotFound:
+                continue
+            if (
+                other.status is ItemStatus.PUBLISHED
+                and other.content.disclosure is Disclosure.PROACTIVE
+            ):
+                related.append(
+                    {
+                        "id": other.id,
+                        "kind": rel.kind.value,
+                        "title": other.content.title,
+                        "url": f"{base}/items/{other.id}",
+                    }
+                )
         subject = Subject(
             key=key,
             kind=ev.kind,
@@ -492,14 +513,19 @@ class DeliveryWorker:
             attachments=tuple(
                 {
                     "filename": a.filename,
+                    "content_type": a.content_type,
                     "sha256": a.sha256,
                     "size": a.size,
-                    "url": f"{base}/items/{item.id}/attachments/{a.id}/{a.filename}",
+                    # percent-encoded: names hold spaces and Chinese characters
+                    "url": f"{base}/items/{item.id}/attachments/{a.id}/{quote(a.filename)}",
                 }
                 for a in item.attachments
                 if a.revision <= rev.number
             ),
             site_name=self.config.site.name,
+            event_at=ev.created_at,
+            expires_at=c.expires_at,
+            related=tuple(related),
         )
         return subject
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from publisher.config import Config
+from publisher.config import ALL_FEED, Config
 from publisher.ledger import PRIORITY_NORMAL, PRIORITY_URGENT, HotSql, Ledger
 from publisher.store import schema as t
 from publisher.store.sql import EventKind, SqlStore, insert_for, utcnow
@@ -36,10 +36,13 @@ class FanOut:
         self.config: Config = store.config
 
     async def ensure_endpoints(self) -> None:
-        """Create the endpoints config.yaml declares (and the feeds target) if missing."""
+        """Create the endpoints config.yaml declares, and one per feed, if missing."""
+        # each feed is a target of its own, so the ledger shows when each one
+        # carried a change: the feed of every category and one per category
         declared: list[tuple[str, str, str, list[str], dict[str, Any]]] = [
-            ("rss", "feeds", "feeds", [], {})
+            ("rss", ALL_FEED, ALL_FEED, [], {})
         ]
+        declared += [("rss", c.slug, c.slug, [c.slug], {}) for c in self.config.taxonomy]
         for channel in ("portal", "rss", "sms", "email", "board"):
             for ep in self.config.channels.get(channel).endpoints:
                 declared.append((channel, ep.name, ep.address, ep.categories, ep.settings))
@@ -47,19 +50,27 @@ class FanOut:
         async with self.store.write() as conn:
             insert = insert_for(conn)
             for channel, name, address, categories, settings in declared:
-                # several workers may start at once: the first one creates it
+                # several workers may start at once: the first one creates it; config.yaml
+                # stays the source of a declared endpoint, so an edit there (a new address,
+                # categories, a rotated secret) takes effect at the next start
+                stmt = insert(t.endpoints).values(
+                    channel=channel,
+                    name=name,
+                    address=address,
+                    categories=categories,
+                    settings=settings,
+                    enabled=True,
+                    created_at=now,
+                )
                 await conn.execute(
-                    insert(t.endpoints)
-                    .values(
-                        channel=channel,
-                        name=name,
-                        address=address,
-                        categories=categories,
-                        settings=settings,
-                        enabled=True,
-                        created_at=now,
+                    stmt.on_conflict_do_update(
+                        index_elements=["channel", "name"],
+                        set_={
+                            "address": stmt.excluded.address,
+                            "categories": stmt.excluded.categories,
+                            "settings": stmt.excluded.settings,
+                        },
                     )
-                    .on_conflict_do_nothing(index_elements=["channel", "name"])
                 )
 
     async def plan_pending(self) -> int:

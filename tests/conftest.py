@@ -51,6 +51,7 @@ def config_factory(tmp_path: Path) -> Callable[..., Config]:
         environ = {
             "PUBLISHER__STORAGE__URL": f"sqlite:///{tmp_path}/publisher.db",
             "PUBLISHER__STORAGE__ATTACHMENTS_DIR": str(tmp_path / "attachments"),
+            "PUBLISHER__STORAGE__FEEDS_DIR": str(tmp_path / "feeds"),
             "PUBLISHER__SECURITY__DATA_KEY": "dGVzdC1rZXktMzItYnl0ZXMtbG9uZy0uLi4uLi4uLi4=",
             "PUBLISHER__SECURITY__DATA_KEY_FILE": "",
         }

@@ -8,7 +8,7 @@ from publisher.config import Config
 from publisher.delivery import DeliveryWorker
 from publisher.scheduler import PublicationScheduler
 from publisher.store.sql import SqlStore
-from publisher.web import api, deliveries, openapi
+from publisher.web import api, deliveries, feeds, openapi, public
 from publisher.web.auth import auth_middleware
 from publisher.web.keys import CONFIG, SCHEDULER, STORE, WORKER
 from publisher.web.problems import problem_middleware
@@ -36,4 +36,7 @@ def make_app(
     app.add_routes(api.routes)
     app.add_routes(openapi.routes)
     app.add_routes(deliveries.routes)
+    app.add_routes(public.routes)
+    app[feeds.FEED_FILES] = feeds.FeedFiles(config.feeds_path)
+    app.add_routes(feeds.routes)
     return app

@@ -15,6 +15,9 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/healthz"),
         ("GET", "/api/v1/openapi.json"),
         ("GET", "/items/{item_id}/attachments/{attachment_id}/{filename}"),
+        ("GET", "/"),  # the public pages: catalogue and items
+        ("GET", "/items/{item_id}"),
+        ("GET", "/feeds/{name}.{fmt}"),
         # guarded by its own check: loopback clients or metrics.token
         ("GET", "/metrics"),
     }

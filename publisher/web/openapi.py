@@ -210,6 +210,35 @@ PATHS: dict[str, dict[str, Any]] = {
             "responses": {"200": {"description": "the file"}, **_problems(404)},
         }
     },
+    # the public HTML pages answer their errors as HTML pages, not problem documents
+    "/": {
+        "get": {
+            "summary": "信息公开目录: the public catalogue page (HTML); q, category, year, page",
+            "responses": {"200": {"description": "text/html"}, "400": {"description": "text/html"}},
+        }
+    },
+    "/items/{item_id}": {
+        "get": {
+            "summary": "The public page of a published proactive item (HTML)",
+            "responses": {
+                "200": {"description": "text/html"},
+                "304": {"description": "not modified"},
+                "404": {"description": "text/html"},
+            },
+        }
+    },
+    "/feeds/{name}.{fmt}": {
+        "get": {
+            "summary": "A feed: name is `all` or a category slug, fmt is `rss` or `atom`",
+            "description": "Static files the rss channel writes; conditional GET with "
+            "If-None-Match / If-Modified-Since answers 304.",
+            "responses": {
+                "200": {"description": "application/rss+xml or application/atom+xml"},
+                "304": {"description": "not modified"},
+                **_problems(404),
+            },
+        }
+    },
 }
 
 MODELS: list[type[BaseModel]] = [ItemCreate, ItemPatch, TransitionBody, ApproveBody, ReasonRequired]

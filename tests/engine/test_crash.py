@@ -42,6 +42,7 @@ def _env(storage_url: str, url: str, tmp_path: Path) -> dict[str, str]:
         {
             "STORAGE__URL": storage_url,
             "STORAGE__ATTACHMENTS_DIR": str(tmp_path / "attachments"),
+            "STORAGE__FEEDS_DIR": str(tmp_path / "feeds"),
             "SECURITY__DATA_KEY": DATA_KEY,
             "SECURITY__DATA_KEY_FILE": "",
             "DELIVERY__BATCH_SIZE": "50",

@@ -232,6 +232,7 @@ def _status(store: SqlStore, *args: str) -> subprocess.CompletedProcess[str]:
         {
             "PUBLISHER__STORAGE__URL": f"sqlite:///{store.engine.url.database}",
             "PUBLISHER__STORAGE__ATTACHMENTS_DIR": str(store.config.attachments_path),
+            "PUBLISHER__STORAGE__FEEDS_DIR": str(store.config.feeds_path),
             "PUBLISHER__SECURITY__DATA_KEY": store.config.security.data_key or "",
             "PUBLISHER__SECURITY__DATA_KEY_FILE": "",
             "PYTHONPATH": str(REPO),

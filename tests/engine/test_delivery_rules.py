@@ -389,7 +389,8 @@ async def test_corrections_reach_sms_only_when_the_reviewer_asks(
             for r in await ledger_rows(engine_store, item.id, "rss")
             if r.subject == f"event:{corrected.id}"
         ]
-        assert len(rss_rows) == 1  # the feed gets the corrected entry
+        # both feeds that carry the item (every category, and its own) get the corrected entry
+        assert len(rss_rows) == 2
         assert not [
             r
             for r in await ledger_rows(engine_store, item.id, "sms")

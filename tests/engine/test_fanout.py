@@ -4,6 +4,7 @@ import asyncio
 
 import sqlalchemy as sa
 
+from publisher.config import Config
 from publisher.delivery import DeliveryWorker
 from publisher.store import schema as t
 from tests.conftest import publish
@@ -44,4 +45,42 @@ async def test_workers_starting_together_create_each_endpoint_once(engine_store)
     await asyncio.gather(*(f.ensure_endpoints() for f in fanouts))
     async with engine_store.read() as conn:
         names = (await conn.execute(sa.select(t.endpoints.c.channel, t.endpoints.c.name))).all()
-    assert [tuple(n) for n in names] == [("rss", "feeds")]
+    expected = [("rss", "all")] + [("rss", c.slug) for c in engine_store.config.taxonomy]
+    assert sorted(tuple(n) for n in names) == sorted(expected)
+
+
+@BOTH_BACKENDS
+async def test_an_endpoint_edited_in_config_takes_effect_at_the_next_start(
+    engine_store, config_factory
+) -> None:
+    # config.yaml is the source of a declared endpoint: a new address or a rotated
+    # secret must not be ignored because the row already exists
+    from publisher.fanout import FanOut
+    from publisher.ledger import Ledger
+
+    def declared(address: str, secret_env: str) -> Config:
+        tree = config_factory().model_dump()
+        tree["channels"]["portal"]["endpoints"] = [
+            {
+                "name": "city",
+                "address": address,
+                "categories": ["nync"],
+                "settings": {"secret_env": secret_env},
+            }
+        ]
+        return Config.model_validate(tree)
+
+    first = FanOut(engine_store, Ledger(engine_store))
+    first.config = declared("http://127.0.0.1:9/old", "PORTAL_SECRET_A")
+    await first.ensure_endpoints()
+    again = FanOut(engine_store, Ledger(engine_store))
+    again.config = declared("http://127.0.0.1:9/new", "PORTAL_SECRET_B")
+    await again.ensure_endpoints()
+    async with engine_store.read() as conn:
+        rows = (
+            await conn.execute(sa.select(t.endpoints).where(t.endpoints.c.channel == "portal"))
+        ).all()
+    assert len(rows) == 1
+    assert rows[0].address == "http://127.0.0.1:9/new"
+    assert rows[0].settings == {"secret_env": "PORTAL_SECRET_B"}
+    assert rows[0].categories == ["nync"]

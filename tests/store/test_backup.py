@@ -42,6 +42,7 @@ def fresh_config(root: Path) -> Config:
         {
             "PUBLISHER__STORAGE__URL": f"sqlite:///{root}/publisher.db",
             "PUBLISHER__STORAGE__ATTACHMENTS_DIR": str(root / "attachments"),
+            "PUBLISHER__STORAGE__FEEDS_DIR": str(root / "feeds"),
             "PUBLISHER__SECURITY__DATA_KEY": "dGVzdC1rZXktMzItYnl0ZXMtbG9uZy0uLi4uLi4uLi4=",
             "PUBLISHER__SECURITY__DATA_KEY_FILE": "",
         },
