@@ -27,6 +27,7 @@ from datetime import UTC, datetime, tzinfo
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import aiohttp
 from feedgen.entry import FeedEntry
@@ -120,6 +121,24 @@ class CatalogueEntryExtension(BaseEntryExtension):  # type: ignore[misc]
         self.data: EntryData | None = None
 
     def extend_atom(self, entry: Any) -> Any:
+        d = self.data
+        if d is not None:
+            # feedgen 1.0 writes an entry's atom:link without its rel, type and length
+            # (a shadowed variable), so every link would read as rel="alternate": write them here
+            for old in entry.findall(f"{{{ATOM_NS}}}link"):
+                entry.remove(old)
+            etree.SubElement(
+                entry, f"{{{ATOM_NS}}}link", href=d.public_url, rel="alternate", type="text/html"
+            )
+            for a in d.attachments:
+                etree.SubElement(
+                    entry,
+                    f"{{{ATOM_NS}}}link",
+                    href=a["url"],
+                    rel="enclosure",
+                    type=a.get("content_type") or "application/octet-stream",
+                    length=str(a["size"]),
+                )
         return self._extend(entry)
 
     def extend_rss(self, entry: Any) -> Any:
@@ -253,7 +272,8 @@ def entry_from_item(config: Config, item: Item, corrected_at: datetime | None) -
         attachments=tuple(
             {
                 "filename": a.filename,
-                "url": f"{base}/items/{item.id}/attachments/{a.id}/{a.filename}",
+                # percent-encoded: a name with a space or Chinese is still one valid URL
+                "url": f"{base}/items/{item.id}/attachments/{a.id}/{quote(a.filename)}",
                 "sha256": a.sha256,
                 "size": a.size,
                 "content_type": a.content_type,

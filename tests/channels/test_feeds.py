@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import feedparser
@@ -19,7 +19,7 @@ from lxml import etree
 from channels.rss import CATALOGUE_NS
 from publisher.config import Config
 from publisher.models import Action, ItemStatus
-from tests.conftest import EDITOR2, REVIEWER, Api
+from tests.conftest import EDITOR, EDITOR2, REVIEWER, Api
 from tests.engine.helpers import (
     BOTH_BACKENDS,
     api_on,
@@ -303,3 +303,36 @@ async def engine_store_on(
 async def sqlite_engine(config_factory: Callable[..., Config], gateway: Any) -> AsyncIterator[Any]:
     async with engine_store_on(config_factory, gateway) as store:
         yield store
+
+
+async def test_attachments_are_enclosures_and_an_expired_item_leaves_the_feeds(
+    sqlite_engine: Any,
+) -> None:
+    store = sqlite_engine
+    item = await feed_item(store, expires_at="2030-01-01T00:00:00+08:00")
+    pdf = b"%PDF-1.4 water works"
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield pdf
+
+    await store.add_attachment(item.id, "附件 1.pdf", "application/pdf", chunks(), actor=EDITOR)
+    async with running(store) as worker, api_on(store, worker) as api:
+        await publish(store, item)
+        worker.wake()
+        await wait_channel_settled(store, item.id, "rss")
+        for path in ("/feeds/all.atom", "/feeds/all.rss"):
+            entry = entry_for(await parsed(api, path), item.id)
+            (enclosure,) = entry.enclosures
+            assert enclosure.type == "application/pdf"
+            assert int(enclosure.length) == len(pdf)
+            # the enclosure is a URL the public route answers with the file itself
+            url = enclosure.href.removeprefix(store.config.site.public_base)
+            resp = await api.client.get(url)
+            assert resp.status == 200 and await resp.read() == pdf
+
+        expired = await store.expire_due(now=datetime(2030, 1, 2, tzinfo=UTC))
+        assert expired == [item.id]
+        worker.wake()
+        await wait_channel_settled(store, item.id, "rss")
+        for path in ("/feeds/all.atom", "/feeds/nync.rss"):
+            assert entry_for(await parsed(api, path), item.id) is None, path
