@@ -8,10 +8,14 @@ PY := $(VENV)/bin/python
 PUBLISHER := $(VENV)/bin/publisher
 CONFIG ?= config.yaml
 SAMPLE ?= ../shared/samples/shangyu-2013-disclosure-report.txt
-# Debian packages: Python's venv, PostgreSQL client tools (pg_isready), build tools
-APT_PACKAGES := python3-venv python3-dev build-essential postgresql-client
+# Debian packages: Python's venv, PostgreSQL client tools (pg_isready), build tools,
+# Kannel (the SMS gateway the sms tests run against; kannel-extras has its fake SMSC),
+# WeasyPrint's Pango, CJK fonts and HarfBuzz subsetting (PDF reports), pdftotext (tests),
+# Chromium (the browser tests in tests/ui drive it with Playwright)
+APT_PACKAGES := python3-venv python3-dev build-essential postgresql-client kannel kannel-extras \
+  fonts-noto-cjk libharfbuzz-subset0 libpango-1.0-0 libpangoft2-1.0-0 poppler-utils chromium
 
-.PHONY: help run test system-deps venv lint typecheck pytest clean
+.PHONY: help run test system-deps venv lint typecheck pytest clean messages screenshots
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -49,6 +53,14 @@ pytest: venv ## the test suite
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck pytest ## everything CI runs
+
+messages: venv ## extract the UI strings (locale/messages.pot), update and compile the catalogues
+	$(VENV)/bin/pybabel -q extract -F babel.cfg -o locale/messages.pot --no-location --sort-output --omit-header .
+	$(VENV)/bin/pybabel -q update -i locale/messages.pot -d locale --ignore-obsolete --no-fuzzy-matching
+	$(VENV)/bin/pybabel -q compile -d locale --statistics
+
+screenshots: venv ## screenshots of the main pages into docs/screenshots (Chromium, Playwright)
+	PUBLISHER_SCREENSHOTS=docs/screenshots $(VENV)/bin/pytest -q -p no:cacheprovider tests/ui/test_staff_flow.py
 
 clean: ## remove the virtualenv and caches (keeps data/)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

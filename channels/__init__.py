@@ -11,6 +11,8 @@ from channels.base import ChannelAdapter
 BUILTIN: dict[str, str] = {
     "portal": "channels.portal:PortalChannel",
     "rss": "channels.rss:FeedChannel",
+    "sms": "channels.sms:SmsChannel",
+    "email": "channels.mail:MailChannel",
 }
 
 

@@ -54,6 +54,11 @@ class Receipt:
     units: int | None = None
 
 
+class NotConfigured(Exception):
+    """Raised by an adapter's start() when the channel has nothing to send through yet
+    (no gateway configured): the worker leaves its deliveries queued and says so."""
+
+
 class DeliveryError(Exception):
     """One attempt did not get through."""
 
@@ -72,6 +77,21 @@ class PermanentDeliveryError(DeliveryError):
     def __init__(self, message: str, *, reason: str = "rejected") -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class DeferDelivery(Exception):
+    """Not now, and nothing went wrong: hold this row until `until` (aware datetime).
+
+    Raised before anything was sent (a daily spend cap reached, every gateway resting).
+    The core makes the row `deferred` with `reason` (a short slug staff see, e.g.
+    spend_cap) and due again at `until`, and the attempt does not count against
+    max_attempts.
+    """
+
+    def __init__(self, message: str, *, reason: str, until: datetime) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.until = until
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +123,9 @@ class Subject:
     expires_at: datetime | None = None
     #: published proactive items this one points to: {"id", "kind", "title", "url"}
     related: tuple[dict[str, Any], ...] = ()
+    #: what a digest lists: {"id", "title", "summary", "category_name", "index_no",
+    #: "published_at", "url"}, in publication order (empty for item events)
+    items: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +162,9 @@ class AdapterContext:
     """What the core lends an adapter besides its settings.
 
     Most adapters need only the site; a channel that publishes the catalogue as a
-    whole (the feeds) reads the store through it. Adapters never write the store.
+    whole (the feeds) reads the store through it. Adapters never write the store,
+    except through the core's shared counters (publisher.spend: SMS segments per
+    gateway per day).
     """
 
     config: Config

@@ -19,6 +19,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from email_validator import EmailNotValidError, validate_email
 
 from publisher.errors import ConfigError, ValidationFailed
 
@@ -37,11 +38,20 @@ def normalize(channel: str, address: str, region: str = "CN") -> str:
             raise ValidationFailed("address: not a valid phone number for its region")
         return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     if channel == "email":
-        local, at, domain = address.rpartition("@")
-        if not at or not local or not domain or " " in address:
-            raise ValidationFailed("address: not an email address")
-        return f"{local}@{domain.lower()}"
+        return normalize_email(address)
     return address
+
+
+def normalize_email(address: str) -> str:
+    """The address as it is stored and sent: syntax checked (email-validator, no DNS), domain
+    lower-case and in ASCII (IDNA); ValidationFailed says why not, without quoting it."""
+    try:
+        checked = validate_email(address, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        # the library quotes offending characters: keep the reason, not the address's parts
+        reason = str(exc).split(": '", 1)[0].rstrip(".")
+        raise ValidationFailed(f"address: not a valid email address: {reason}") from None
+    return checked.ascii_email or checked.normalized
 
 
 def mask(address: str) -> str:

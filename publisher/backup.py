@@ -14,7 +14,7 @@ import tarfile
 import tempfile
 import zlib
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +26,12 @@ from publisher.store import current_revision
 from publisher.store import schema as t
 from publisher.store.sql import SqlStore, attachment_path
 
-#: insertion order respects foreign keys
-TABLES = [
-    t.users,
-    t.api_tokens,
-    t.items,
-    t.revisions,
-    t.attachments,
-    t.audit_log,
-    t.index_serials,
-    t.item_events,
-]
+#: tables whose rows only matter to running processes (heartbeats), not kept
+TRANSIENT_TABLES = frozenset({"workers"})
+#: every other table of the schema, so a table added later is in the backup without
+#: anyone remembering to list it (residents, consent, the ledger …); in an order
+#: that respects foreign keys
+TABLES = [table for table in t.metadata.sorted_tables if table.name not in TRANSIENT_TABLES]
 FORMAT = "gongkai-backup/1"
 
 Progress = Callable[[str, int], None]
@@ -45,6 +40,8 @@ Progress = Callable[[str, int], None]
 def _encode(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat()
+    if isinstance(value, date):  # legal dates of revisions (sa.Date)
+        return value.isoformat()
     return value
 
 
@@ -198,5 +195,7 @@ def _decode(table: sa.Table, rec: dict[str, Any]) -> dict[str, Any]:
             raise ValidationFailed(f"backup has unknown column {table.name}.{key}")
         if isinstance(col.type, t.UTCDateTime) and isinstance(value, str):
             value = datetime.fromisoformat(value)
+        elif isinstance(col.type, sa.Date) and isinstance(value, str):
+            value = date.fromisoformat(value)
         out[key] = value
     return out

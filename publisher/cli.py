@@ -604,5 +604,11 @@ async def subscribers_erase(store: SqlStore, address: str) -> None:
     )
 
 
+# calendar, items due, requests and report live in their own module (issue 9)
+from publisher import cli_annual  # noqa: E402  (it builds on the helpers above)
+
+cli_annual.register(cli, items)
+
+
 def main() -> None:
     cli(prog_name="publisher")

@@ -229,6 +229,21 @@ class MetricsConfig(_Strict):
     token: str | None = None
 
 
+class UiConfig(_Strict):
+    """The staff web interface: language, sessions, login lockout."""
+
+    #: the catalogue (locale/<language>/LC_MESSAGES/messages.mo) pages are shown in
+    language: str = Field(default="zh_CN", pattern=r"^[a-z]{2}(_[A-Z]{2})?$")
+    #: a session unused this long ends (minutes)
+    session_idle_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)
+    #: failed logins in a row (per user name) before the name is locked out
+    max_failed_logins: int = Field(default=5, ge=1, le=100)
+    #: how long a locked-out name stays locked (minutes)
+    lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    #: the session cookie's Secure flag: auto = when the request came over https
+    secure_cookie: Literal["auto", "always", "never"] = "auto"
+
+
 class Config(_Strict):
     site: SiteConfig
     storage: StorageConfig = StorageConfig()
@@ -240,6 +255,7 @@ class Config(_Strict):
     scheduler: SchedulerConfig = SchedulerConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     metrics: MetricsConfig = MetricsConfig()
+    ui: UiConfig = UiConfig()
     #: folder of the config file; relative paths are resolved against it
     base_dir: Path = Path(".")
 

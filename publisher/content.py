@@ -10,7 +10,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from publisher.config import Config
 from publisher.errors import ValidationFailed
-from publisher.models import Channel, Content, Disclosure, Relation, RelationKind
+from publisher.models import Channel, Content, Disclosure, LegalKind, Relation, RelationKind
 
 
 def _not_blank(value: Any) -> Any:
@@ -55,6 +55,12 @@ class ItemFields(BaseModel):
     expires_at: datetime | None = None
     urgent: bool = False
     related: list[RelationIn] = Field(default_factory=list, max_length=100)
+    legal_kind: LegalKind | None = Field(
+        default=None, description="规章 (regulation) or 行政规范性文件 (normative); table 二"
+    )
+    valid_from: date | None = Field(default=None, description="施行日期")
+    valid_until: date | None = Field(default=None, description="有效期至")
+    repealed_on: date | None = Field(default=None, description="废止日期")
 
 
 class ItemCreate(ItemFields):
@@ -80,6 +86,10 @@ class ItemPatch(BaseModel):
     expires_at: datetime | None = None
     urgent: bool | None = None
     related: list[RelationIn] | None = Field(default=None, max_length=100)
+    legal_kind: LegalKind | None = None
+    valid_from: date | None = None
+    valid_until: date | None = None
+    repealed_on: date | None = None
     correction_note: str | None = Field(
         default=None, max_length=2000, description="更正说明, for a published item's revision"
     )
@@ -114,6 +124,10 @@ def content_from(fields: ItemFields, config: Config) -> Content:
         expires_at=to_aware(fields.expires_at, tz) if fields.expires_at else None,
         urgent=fields.urgent,
         related=tuple(Relation(r.item_id, r.kind) for r in fields.related),
+        legal_kind=fields.legal_kind,
+        valid_from=fields.valid_from,
+        valid_until=fields.valid_until,
+        repealed_on=fields.repealed_on,
     )
     check_content(content, config)
     return content
@@ -173,6 +187,19 @@ def check_content(content: Content, config: Config) -> None:
         and content.expires_at <= content.publish_at
     ):
         raise ValidationFailed("expires_at: must be after publish_at")
+    if content.legal_kind is None:
+        for name in ("valid_from", "valid_until", "repealed_on"):
+            if getattr(content, name) is not None:
+                raise ValidationFailed(f"{name}: only for an item with a legal_kind")
+    for name in ("valid_from", "valid_until", "repealed_on"):
+        day = getattr(content, name)
+        if day is not None and not 1900 <= day.year <= 2200:
+            raise ValidationFailed(f"{name}: year {day.year} is outside 1900–2200")
+    if content.valid_from is not None:
+        for name in ("valid_until", "repealed_on"):
+            day = getattr(content, name)
+            if day is not None and day < content.valid_from:
+                raise ValidationFailed(f"{name}: before valid_from")
     kinds = [(r.item_id, r.kind) for r in content.related]
     if len(set(kinds)) != len(kinds):
         raise ValidationFailed("related: the same relation appears twice")

@@ -29,7 +29,9 @@ from channels import load_adapter_class
 from channels.base import (
     AdapterContext,
     ChannelAdapter,
+    DeferDelivery,
     Limits,
+    NotConfigured,
     PermanentDeliveryError,
     Receipt,
     ReceiptState,
@@ -39,12 +41,13 @@ from channels.base import (
 )
 from publisher.addresses import AddressBox
 from publisher.config import ChannelConfig, Config, QuietHours
+from publisher.digests import Digests
 from publisher.errors import ConfigError, ItemNotFound
 from publisher.fanout import FanOut
 from publisher.ledger import Claimed, DeliveryState, Ledger, Outcome, new_worker_id
 from publisher.metrics import METRICS
 from publisher.models import Disclosure, ItemStatus
-from publisher.recipients import RecipientStatus
+from publisher.recipients import Recipients, RecipientStatus
 from publisher.store import schema as t
 from publisher.store.sql import EventKind, SqlStore, utcnow
 from publisher.text import derive_summary, render_body
@@ -181,6 +184,7 @@ class DeliveryWorker:
         self.config: Config = store.config
         self.ledger = Ledger(store)
         self.fanout = FanOut(store, self.ledger)
+        self.digests = Digests(store, self.ledger)
         self.worker_id = worker_id or new_worker_id()
         self.box = AddressBox(self.config.data_key())
         self.channels: dict[str, ChannelRuntime] = {}
@@ -258,7 +262,11 @@ class DeliveryWorker:
             except Exception as exc:
                 raise ConfigError(f"channels.{name}.settings: {exc}") from None
             adapter = cls(settings, self.config.site, AdapterContext(self.config, self.store))
-            await adapter.start(self._stack)
+            try:
+                await adapter.start(self._stack)
+            except NotConfigured as exc:
+                log.warning("channel %s: %s; its deliveries stay queued", name, exc)
+                continue
             limits = effective_limits(cls.limits, cfg)
             self.channels[name] = ChannelRuntime(
                 name=name,
@@ -277,7 +285,7 @@ class DeliveryWorker:
     async def _planner_loop(self) -> None:
         while not self._stop.is_set():
             try:
-                if await self.fanout.plan_pending():
+                if await self.fanout.plan_pending() + await self.digests.plan_due():
                     for rt in self.channels.values():
                         rt.wake()
             except Exception:
@@ -408,6 +416,8 @@ class DeliveryWorker:
         try:
             receipt: Receipt = await rt.adapter.deliver(rendered, target, delivery_id=str(row.id))
         except PermanentDeliveryError as exc:
+            if exc.reason == "bounced":  # a hard bounce counts against the address
+                await self._bounced(rt, row)
             return Outcome(
                 row.id,
                 DeliveryState.FAILED,
@@ -417,6 +427,15 @@ class DeliveryWorker:
             )
         except TransientDeliveryError as exc:
             return self._transient(rt, row, str(exc), exc.retry_after)
+        except DeferDelivery as exc:
+            # nothing went out: held until exc.until, and the attempt is given back
+            return Outcome(
+                row.id,
+                DeliveryState.DEFERRED,
+                reason=exc.reason,
+                due_at=exc.until,
+                units=rendered.units,
+            )
         state = (
             DeliveryState.DELIVERED
             if receipt.state is ReceiptState.DELIVERED
@@ -428,6 +447,19 @@ class DeliveryWorker:
             provider_id=receipt.provider_id,
             units=receipt.units if receipt.units is not None else rendered.units,
         )
+
+    async def _bounced(self, rt: ChannelRuntime, row: Claimed) -> None:
+        """Count a hard bounce; at the adapter's `bounce_limit` the address is suppressed."""
+        limit = getattr(rt.adapter, "bounce_limit", None)
+        if not isinstance(limit, int):
+            return
+        try:
+            if await Recipients(self.store).record_bounce(row.channel, row.target, limit):
+                log.info(
+                    "%s target %s suppressed after %d hard bounces", rt.name, row.target, limit
+                )
+        except Exception:  # the outcome must still be recorded
+            log.exception("could not count a bounce of delivery %d", row.id)
 
     def _transient(
         self, rt: ChannelRuntime, row: Claimed, error: str, retry_after: float | None
@@ -459,6 +491,10 @@ class DeliveryWorker:
 
     async def _load_subject(self, key: str) -> Subject:
         kind, _, ident = key.partition(":")
+        if kind == "msg":
+            return await self._load_message(key, int(ident))
+        if kind == "digest":
+            return await self.digests.load_subject(key)
         if kind != "event":
             raise PermanentDeliveryError(f"unknown subject {key}", reason="unknown_subject")
         async with self.store.read() as conn:
@@ -529,19 +565,38 @@ class DeliveryWorker:
         )
         return subject
 
+    async def _load_message(self, key: str, message_id: int) -> Subject:
+        """A transactional message ("msg:<id>", e.g. a verification code): its text only."""
+        async with self.store.read() as conn:
+            body = await conn.scalar(
+                sa.select(t.messages.c.body_enc).where(t.messages.c.id == message_id)
+            )
+        if body is None:
+            raise PermanentDeliveryError(f"no message {message_id}", reason="erased")
+        site = self.config.site
+        return Subject(
+            key=key, kind="message", item_id=None, revision=None, title="", summary="",
+            body=self.box.open(body), body_html="", category="", category_name="",
+            agency=site.agency, index_no=None, doc_no=None, written_at=None,
+            published_at=None, urgent=True, public_url="", site_name=site.name,
+        )  # fmt: skip
+
     def _target(self, row: Claimed, stored: Any) -> Target | str | None:
         """The Target for a claimed row, or why not to send (a string), or None if erased."""
         if stored is None:
             return None
         if row.target.startswith("r:"):
             if stored.reason is not None:
-                return "opted_out" if stored.reason == "opted_out" else "suppressed"
+                # opted out and bounced say so; any other suppression (erased …) does not
+                return stored.reason if stored.reason in ("opted_out", "bounced") else "suppressed"
             if stored.status != RecipientStatus.ACTIVE.value:
                 return (
                     "opted_out"
                     if stored.status == RecipientStatus.UNSUBSCRIBED.value
                     else stored.status
                 )
+            return Target(row.target, row.channel, self.box.open(stored.address_enc))
+        if row.target.startswith("m:"):  # a transactional message to one address
             return Target(row.target, row.channel, self.box.open(stored.address_enc))
         if not stored.enabled:
             return "endpoint_disabled"

@@ -8,6 +8,7 @@ PostgreSQL, BEGIN IMMEDIATE (one writer) on SQLite.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import uuid
 from collections.abc import Iterable, Sequence
@@ -55,6 +56,16 @@ RETRYABLE_BY_STAFF = (DeliveryState.FAILED, DeliveryState.UNKNOWN)
 PRIORITY_NORMAL = 0
 PRIORITY_URGENT = 10
 PRIORITY_TRANSACTIONAL = 20
+
+
+class ReceiptResult(StrEnum):
+    """What a provider's report did to its ledger row."""
+
+    APPLIED = "applied"  #: the row moved to delivered / failed
+    DUPLICATE = "duplicate"  #: the row was already final: nothing changed
+    IGNORED = "ignored"  #: the row is not waiting for a report (queued again by staff …)
+    IN_FLIGHT = "in_flight"  #: the attempt's outcome was still not written
+    NOT_FOUND = "not_found"
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +343,10 @@ class Ledger:
                 sets.append("delivered_at = COALESCE(delivered_at, ?)")
             if state in (DeliveryState.RETRYING, DeliveryState.DEFERRED):
                 sets.append("due_at = ?")
+            if state is DeliveryState.DEFERRED:
+                # an adapter's deferral (DeferDelivery) sent nothing: the claim's attempt
+                # is given back, so a long hold never exhausts max_attempts
+                sets.append("attempts = attempts - 1")
             stmt = sql.q(
                 f"UPDATE deliveries SET {', '.join(sets)} "
                 "WHERE id = ? AND state = 'sending' AND claimed_by = ?"
@@ -384,6 +399,8 @@ class Ledger:
                 detail = o.reason or ""
                 if o.error:
                     detail = f"{detail}: {o.error}" if detail else o.error
+                if state is DeliveryState.DEFERRED and o.due_at is not None:
+                    detail = f"{detail} until {o.due_at.isoformat()}".strip()
                 events.append((o.delivery_id, at, "sending", state.value, detail[:2000] or None))
             if events:
                 conn.exec_driver_sql(
@@ -517,6 +534,74 @@ class Ledger:
             )
         return counts
 
+    # -- receipts (delivery reports) -------------------------------------------------
+
+    async def record_receipt(
+        self,
+        delivery_id: int,
+        channel: str,
+        state: DeliveryState,
+        *,
+        reason: str | None = None,
+        detail: str,
+        wait_seconds: float = 10.0,
+    ) -> ReceiptResult:
+        """A provider's report that a row reached its target (DELIVERED) or not (FAILED).
+
+        Moves a `sent` row (or an `unknown` one: the report settles what a crash left
+        open) and appends its event, in one transaction. A report for a row already
+        final changes nothing (providers repeat reports). A report can overtake the
+        worker's own record of the attempt: while the row is still `sending` this waits,
+        up to `wait_seconds`, for the worker to write it.
+        """
+        assert state in (DeliveryState.DELIVERED, DeliveryState.FAILED)
+        d = t.deliveries
+        deadline = asyncio.get_running_loop().time() + wait_seconds
+        pause = 0.02
+        while True:
+            now = utcnow()
+            async with self.store.write() as conn:
+                found = (
+                    await conn.execute(
+                        self.store._lock(
+                            sa.select(d.c.state).where(
+                                d.c.id == delivery_id, d.c.channel == channel
+                            )
+                        )
+                    )
+                ).first()
+                if found is None:
+                    return ReceiptResult.NOT_FOUND
+                current = DeliveryState(found.state)
+                if current in (DeliveryState.SENT, DeliveryState.UNKNOWN):
+                    values: dict[str, Any] = {"state": state.value, "updated_at": now}
+                    if state is DeliveryState.DELIVERED:
+                        values["delivered_at"] = now
+                        values["reason"] = None
+                    else:
+                        values["reason"] = reason or "undelivered"
+                    await conn.execute(
+                        d.update()
+                        .where(d.c.id == delivery_id, d.c.state == current.value)
+                        .values(**values)
+                    )
+                    await conn.execute(
+                        t.delivery_events.insert().values(
+                            delivery_id=delivery_id,
+                            at=now,
+                            from_state=current.value,
+                            to_state=state.value,
+                            detail=detail[:2000],
+                        )
+                    )
+                    return ReceiptResult.APPLIED
+            if current is not DeliveryState.SENDING:
+                return ReceiptResult.DUPLICATE if current in FINAL else ReceiptResult.IGNORED
+            if asyncio.get_running_loop().time() >= deadline:
+                return ReceiptResult.IN_FLIGHT
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
     # -- staff ------------------------------------------------------------------------
 
     async def retry_item(self, item_id: str) -> int:
@@ -538,7 +623,7 @@ class Ledger:
             rows = (
                 await conn.execute(
                     sa.select(d.c.channel, d.c.state, sa.func.count())
-                    .where(d.c.item_id == item_id)
+                    .where(item_rows(item_id))
                     .group_by(d.c.channel, d.c.state)
                 )
             ).all()
@@ -594,6 +679,15 @@ class Ledger:
         return moved
 
 
+def item_rows(item_id: str) -> sa.ColumnElement[bool]:
+    """The ledger rows of an item: its events' rows, and the rows of the digests listing it."""
+    d, di = t.deliveries, t.digest_items
+    return sa.or_(
+        d.c.item_id == item_id,
+        d.c.subject.in_(sa.select(di.c.subject).where(di.c.item_id == item_id)),
+    )
+
+
 def _chunks(seq: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
     for i in range(0, len(seq), n):
         yield seq[i : i + n]
@@ -601,11 +695,21 @@ def _chunks(seq: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
 
 def target_rows(conn: sa.Connection, keys: list[str]) -> dict[str, Any]:
     """The stored rows behind ledger targets ("r:<id>" recipients with their suppression
-    reason, "e:<id>" endpoints), in two queries. Erased recipients are absent."""
+    reason, "e:<id>" endpoints, "m:<id>" transactional messages), one query per kind.
+    Erased recipients (and messages) are absent."""
     sql = HotSql(conn)
     rids = [int(k[2:]) for k in keys if k.startswith("r:")]
     eids = [int(k[2:]) for k in keys if k.startswith("e:")]
+    mids = [int(k[2:]) for k in keys if k.startswith("m:")]
     out: dict[str, Any] = {}
+    if mids:  # transactional messages carry their (sealed) address
+        for m in conn.execute(
+            sa.select(t.messages.c.id, t.messages.c.address_enc).where(
+                t.messages.c.id.in_(sa.bindparam("ids", expanding=True))
+            ),
+            {"ids": mids},
+        ):
+            out[f"m:{m.id}"] = m
     if rids:
         for r in conn.exec_driver_sql(
             sql.q(

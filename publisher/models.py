@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 
 
@@ -70,6 +70,13 @@ class Channel(StrEnum):
     BOARD = "board"
 
 
+class LegalKind(StrEnum):
+    """Items that count in table 二 of the annual report (第二十条第（一）项)."""
+
+    REGULATION = "regulation"  #: 规章
+    NORMATIVE = "normative"  #: 行政规范性文件
+
+
 @dataclass(frozen=True, slots=True)
 class Relation:
     item_id: str
@@ -106,6 +113,10 @@ class Content:
     expires_at: datetime | None
     urgent: bool
     related: tuple[Relation, ...]
+    legal_kind: LegalKind | None = None
+    valid_from: date | None = None  #: 施行日期
+    valid_until: date | None = None  #: 有效期至 (失效 after it)
+    repealed_on: date | None = None  #: 废止日期
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,6 +106,8 @@ class Recipients:
                 "status": status.value,
                 "frequency": frequency.value,
                 "updated_at": now,
+                # a new consent from the address starts its bounce count afresh
+                "bounces": 0,
             }
             if row is None:
                 rid = (
@@ -205,6 +207,42 @@ class Recipients:
                 )
             )
 
+    async def record_bounce(self, channel: str, target: str, limit: int) -> bool:
+        """A hard bounce of a delivery to ledger target `target` ("r:<id>", or "m:<id>" for a
+        transactional message to a subscriber's address): count it, and at `limit` bounces
+        suppress the address (reason "bounced"), so later deliveries skip it. Returns
+        whether the address is suppressed now."""
+        r = t.recipients
+        kind, _, ident = target.partition(":")
+        if kind not in ("r", "m") or not ident.isdigit():
+            return False
+        now = utcnow()
+        async with self.store.write() as conn:
+            if kind == "r":
+                where = r.c.id == int(ident)
+            else:
+                h = await conn.scalar(
+                    sa.select(t.messages.c.address_hash).where(t.messages.c.id == int(ident))
+                )
+                if h is None:
+                    return False
+                where = _by_address(channel, h)
+            row = (
+                await conn.execute(
+                    r.update()
+                    .where(where, r.c.channel == channel)
+                    .values(bounces=r.c.bounces + 1, updated_at=now)
+                    .returning(r.c.id, r.c.address_hash, r.c.bounces)
+                )
+            ).first()
+            if row is None or row.bounces < limit:
+                return False
+            await conn.execute(
+                r.update().where(r.c.id == row.id).values(status=RecipientStatus.SUPPRESSED.value)
+            )
+            await self._suppress(conn, channel, row.address_hash, "bounced", now)
+        return True
+
     async def is_suppressed(self, channel: str, address: str) -> bool:
         _, h = self._norm(channel, address)
         async with self.store.read() as conn:
@@ -287,6 +325,11 @@ class Recipients:
             except ValidationFailed:
                 continue
             async with self.store.write() as conn:
+                # transactional messages (codes) and a pending code go with the resident
+                for table in (t.messages, t.verifications):
+                    await conn.execute(
+                        table.delete().where(table.c.channel == channel, table.c.address_hash == h)
+                    )
                 rid = await _find_id(conn, channel, h)
                 if rid is None:
                     continue

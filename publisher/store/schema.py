@@ -123,6 +123,11 @@ revisions = sa.Table(
     sa.Column("author", sa.String(64), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("correction_note", sa.Text),
+    #: 规章 / 行政规范性文件 (table 二 of the annual report); null for other items
+    sa.Column("legal_kind", sa.String(16)),
+    sa.Column("valid_from", sa.Date),
+    sa.Column("valid_until", sa.Date),
+    sa.Column("repealed_on", sa.Date),
 )
 
 attachments = sa.Table(
@@ -201,6 +206,8 @@ recipients = sa.Table(
     sa.Column("frequency", sa.String(16), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    #: hard bounces (email 5xx) so far; at the channel's bounce_limit the address is suppressed
+    sa.Column("bounces", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("channel", "address_hash"),
     sa.Index("ix_recipients_channel_status", "channel", "status", "id"),
 )
@@ -316,4 +323,185 @@ workers = sa.Table(
     sa.Column("pid", sa.Integer, nullable=False),
     sa.Column("started_at", UTCDateTime, nullable=False),
     sa.Column("heartbeat_at", UTCDateTime, nullable=False),
+)
+
+
+# -- statutory clocks and the annual report (issue 9) ----------------------------------
+
+#: official holidays and make-up working days (调休), entered by staff per year
+calendar_days = sa.Table(
+    "calendar_days",
+    metadata,
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("year", sa.Integer, nullable=False, index=True),
+    #: holiday | workday
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("name", sa.String(64)),
+)
+
+#: the years whose schedule has been entered (a year without holidays is still entered)
+calendar_years = sa.Table(
+    "calendar_years",
+    metadata,
+    sa.Column("year", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("updated_by", sa.String(64), nullable=False),
+)
+
+#: the register of disclosure requests (依申请公开)
+disclosure_requests = sa.Table(
+    "disclosure_requests",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("received_on", sa.Date, nullable=False, index=True),
+    sa.Column("applicant_type", sa.String(32), nullable=False),
+    #: the applicant's name: personal data, optional
+    sa.Column("applicant", sa.String(255)),
+    sa.Column("subject", sa.Text, nullable=False),
+    #: the one 20-working-day extension (Art33), when it was decided
+    sa.Column("extended_on", sa.Date),
+    #: one leaf of table 三; null while open
+    sa.Column("outcome", sa.String(48)),
+    sa.Column("closed_on", sa.Date, index=True),
+    sa.Column("note", sa.Text),
+    sa.Column("created_by", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+#: pauses of a request's clock: 补正 (restarts it) and third-party consultation (stops it)
+request_pauses = sa.Table(
+    "request_pauses",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "request_id",
+        sa.Integer,
+        sa.ForeignKey("disclosure_requests.id"),
+        nullable=False,
+        index=True,
+    ),
+    #: correction | consultation
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("started_on", sa.Date, nullable=False),
+    sa.Column("ended_on", sa.Date),
+)
+
+#: what staff enter for a year's annual report (cells the store cannot know, free text)
+annual_report_entries = sa.Table(
+    "annual_report_entries",
+    metadata,
+    sa.Column("year", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("data", sa.JSON, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("updated_by", sa.String(64), nullable=False),
+)
+
+# -- SMS: transactional messages, verification codes, rate windows ------------------------
+
+#: one-off messages to one address (verification codes): the ledger subject "msg:<id>"
+#: and target "m:<id>". Address and text are personal data: kept only encrypted.
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("channel", sa.String(16), nullable=False),
+    #: what it is for (verify_code …), for staff and metrics
+    sa.Column("purpose", sa.String(32), nullable=False),
+    sa.Column("address_hash", sa.String(64), nullable=False, index=True),
+    sa.Column("address_enc", sa.Text, nullable=False),
+    sa.Column("body_enc", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+#: a pending subscription by web: the code sent (hashed), how often it was tried, until when
+verifications = sa.Table(
+    "verifications",
+    metadata,
+    sa.Column("channel", sa.String(16), primary_key=True),
+    sa.Column("address_hash", sa.String(64), primary_key=True),
+    sa.Column("categories", sa.JSON, nullable=False),
+    #: HMAC of the code (key derived from the data key): a stolen table gives no code
+    sa.Column("code_hash", sa.String(64), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+#: fixed-window counters for rate limits that hold across processes and restarts;
+#: keys are keyed hashes (numbers and IP addresses are personal data)
+rate_counters = sa.Table(
+    "rate_counters",
+    metadata,
+    sa.Column("bucket", sa.String(32), primary_key=True),
+    sa.Column("key", sa.String(64), primary_key=True),
+    #: start of the window, seconds since the epoch
+    sa.Column("window_start", sa.BigInteger, primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+)
+
+#: billed units spent per counter (an SMS gateway: "sms:<name>") per local day of the
+#: site, shared by every worker; one atomic upsert per message keeps a daily cap exact
+spend_counters = sa.Table(
+    "spend_counters",
+    metadata,
+    sa.Column("counter", sa.String(64), primary_key=True),
+    #: the site's local date, YYYY-MM-DD
+    sa.Column("day", sa.String(10), primary_key=True),
+    sa.Column("units", sa.Integer, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# -- staff web sessions (issue 8) ------------------------------------------------------
+
+#: a staff member's login in a browser. The cookie holds a random id; only its SHA-256 is
+#: kept, so a copy of the database opens no session. A row is valid while its user is
+#: enabled and still has the role it logged in with, and until it has been idle too long.
+staff_sessions = sa.Table(
+    "staff_sessions",
+    metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False, index=True),
+    #: the role at login: a change of role ends the session
+    sa.Column("role", sa.String(16), nullable=False),
+    #: the per-session CSRF token every form carries
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("last_seen_at", UTCDateTime, nullable=False),
+)
+
+#: failed logins per user name since the last success; `locked_until` while locked out
+login_failures = sa.Table(
+    "login_failures",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("last_failure_at", UTCDateTime, nullable=False),
+    sa.Column("locked_until", UTCDateTime),
+)
+
+
+# -- email: daily digests (issue 6) ------------------------------------------------------
+
+#: the items each digest subject ("digest:<day>:<hash>") lists, so an item's deliveries
+#: include the digest rows that carried it
+digest_items = sa.Table(
+    "digest_items",
+    metadata,
+    sa.Column("subject", sa.String(64), primary_key=True),
+    sa.Column("item_id", sa.String(36), sa.ForeignKey("items.id"), primary_key=True, index=True),
+    #: the publication event the digest lists the item for
+    sa.Column("event_id", sa.Integer, nullable=False),
+)
+
+#: one row per digest day: the window of publications it covers, and when it was planned
+digest_runs = sa.Table(
+    "digest_runs",
+    metadata,
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("window_start", UTCDateTime, nullable=False),
+    sa.Column("window_end", UTCDateTime, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    #: null until every subscriber's row is queued (a crash mid-plan plans again)
+    sa.Column("planned_at", UTCDateTime),
 )

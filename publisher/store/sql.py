@@ -53,6 +53,7 @@ from publisher.models import (
     Disclosure,
     Item,
     ItemStatus,
+    LegalKind,
     Relation,
     RelationKind,
     Revision,
@@ -1469,6 +1470,10 @@ def _revision_values(content: Content) -> dict[str, Any]:
         "expires_at": content.expires_at,
         "urgent": content.urgent,
         "related": [{"item_id": r.item_id, "kind": r.kind.value} for r in content.related],
+        "legal_kind": content.legal_kind.value if content.legal_kind else None,
+        "valid_from": content.valid_from,
+        "valid_until": content.valid_until,
+        "repealed_on": content.repealed_on,
     }
 
 
@@ -1491,6 +1496,10 @@ def _revision(r: Row[Any]) -> Revision:
             expires_at=r.expires_at,
             urgent=bool(r.urgent),
             related=tuple(Relation(x["item_id"], RelationKind(x["kind"])) for x in r.related),
+            legal_kind=LegalKind(r.legal_kind) if r.legal_kind else None,
+            valid_from=r.valid_from,
+            valid_until=r.valid_until,
+            repealed_on=r.repealed_on,
         ),
         author=r.author,
         created_at=r.created_at,

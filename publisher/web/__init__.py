@@ -8,7 +8,8 @@ from publisher.config import Config
 from publisher.delivery import DeliveryWorker
 from publisher.scheduler import PublicationScheduler
 from publisher.store.sql import SqlStore
-from publisher.web import api, deliveries, feeds, openapi, public
+from publisher.web import api, deliveries, feeds, mail, openapi, preview, public, sms, ui
+from publisher.web import reports as clocks_and_reports
 from publisher.web.auth import auth_middleware
 from publisher.web.keys import CONFIG, SCHEDULER, STORE, WORKER
 from publisher.web.problems import problem_middleware
@@ -24,7 +25,12 @@ def make_app(
 ) -> web.Application:
     # the upload limit is enforced while streaming; JSON bodies have their own, smaller limit
     app = web.Application(
-        middlewares=[forwarded_middleware(config), problem_middleware, auth_middleware],
+        middlewares=[
+            forwarded_middleware(config),
+            problem_middleware,
+            auth_middleware,
+            ui.ui_error_middleware,  # staff pages answer errors as HTML, not problem JSON
+        ],
         client_max_size=config.storage.max_upload_bytes + 1024 * 1024,
     )
     app[CONFIG] = config
@@ -36,7 +42,12 @@ def make_app(
     app.add_routes(api.routes)
     app.add_routes(openapi.routes)
     app.add_routes(deliveries.routes)
+    app.add_routes(clocks_and_reports.routes)
     app.add_routes(public.routes)
     app[feeds.FEED_FILES] = feeds.FeedFiles(config.feeds_path)
     app.add_routes(feeds.routes)
+    sms.setup(app, config)
+    mail.setup(app, config)
+    app.add_routes(preview.routes)
+    ui.setup(app, store)
     return app

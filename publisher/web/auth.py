@@ -7,8 +7,10 @@ from aiohttp import web
 from publisher.errors import Unauthorized
 from publisher.web.keys import STORE, USER_KEY
 from publisher.web.problems import Handler
+from publisher.web.ui.session import is_staff_route, staff_gate
 
-#: (method, route path) anyone may call. Anything else needs a staff bearer token.
+#: (method, route path) anyone may call. Anything else needs a staff bearer token
+#: (/api/v1 …) or, for the staff pages under /staff, a staff session.
 #: Residents' subscription endpoints and callbacks join this list in later work.
 PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
     {
@@ -20,6 +22,26 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/feeds/{name}.{fmt}"),
         # guarded by its own check: loopback clients or metrics.token
         ("GET", "/metrics"),
+        # SMS: Kannel's callbacks (each checks its own token / shared secret), residents
+        # subscribing by code (rate-limited), short links in messages
+        ("GET", "/sms/dlr"),
+        ("GET", "/sms/inbound"),
+        ("POST", "/api/v1/subscribers"),
+        ("POST", "/api/v1/subscribers/verify"),
+        ("GET", "/s/{code}"),
+        # email: the links in residents' mail (each checks its signed token); the POST of
+        # /unsubscribe is RFC 8058 one-click, which must work without cookie or page
+        ("GET", "/subscribe/confirm/{token}"),
+        ("POST", "/subscribe/confirm/{token}"),
+        ("GET", "/subscribe/manage/{token}"),
+        ("POST", "/subscribe/manage/{token}"),
+        ("GET", "/unsubscribe/{token}"),
+        ("POST", "/unsubscribe/{token}"),
+        # staff web UI: the login form (its POST checks its own CSRF token) and the
+        # stylesheet and script of the pages; every other /staff page needs a session
+        ("GET", "/staff/login"),
+        ("POST", "/staff/login"),
+        ("GET", "/static/ui/{name}"),
     }
 )
 
@@ -37,6 +59,8 @@ def is_public(request: web.Request) -> bool:
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if is_public(request):
         return await handler(request)
+    if is_staff_route(request):  # staff pages: the session cookie, never a bearer token
+        return await staff_gate(request, handler)
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():

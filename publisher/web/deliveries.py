@@ -10,7 +10,7 @@ from aiohttp import web
 
 from publisher.addresses import AddressBox, mask
 from publisher.errors import Unauthorized, ValidationFailed
-from publisher.ledger import DeliveryState, Ledger
+from publisher.ledger import DeliveryState, Ledger, item_rows
 from publisher.metrics import METRICS
 from publisher.store import schema as t
 from publisher.web.api import _enum_param, _int_param, iso, json_response
@@ -33,7 +33,7 @@ async def item_deliveries(request: web.Request) -> web.Response:
     page = _int_param(request, "page", 1, 1, 1_000_000)
     per_page = _int_param(request, "per_page", 50, 1, 500)
     d = t.deliveries
-    cond = [d.c.item_id == item_id]
+    cond = [item_rows(item_id)]  # the item's own rows and the digests that list it
     if state is not None:
         cond.append(d.c.state == state.value)
     if channel is not None:
@@ -82,7 +82,7 @@ async def item_deliveries(request: web.Request) -> web.Response:
                 {
                     "id": r.id,
                     "subject": r.subject,
-                    "event": r.kind,
+                    "event": r.kind or r.subject.partition(":")[0],
                     "channel": r.channel,
                     "target": shown(r.target),
                     "state": r.state,

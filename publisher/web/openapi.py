@@ -11,6 +11,9 @@ from publisher import __version__
 from publisher.content import ItemCreate, ItemPatch
 from publisher.web.api import ApproveBody, ReasonRequired, TransitionBody, json_response
 from publisher.web.auth import PUBLIC_ROUTES
+from publisher.web.reports import OPENAPI_MODELS as REPORT_MODELS
+from publisher.web.reports import OPENAPI_PATHS as REPORT_PATHS
+from publisher.web.sms import SubscribeBody, VerifyBody
 
 routes = web.RouteTableDef()
 
@@ -198,6 +201,109 @@ PATHS: dict[str, dict[str, Any]] = {
             "responses": {"200": {"description": "how many were requeued"}, **_problems(401, 404)},
         }
     },
+    "/api/v1/items/{item_id}/preview": {
+        "get": {
+            "summary": "What each channel of the item would send: the SMS text, its segments and "
+            "the estimated total for the current subscribers",
+            "parameters": [_ID],
+            "responses": {"200": {"description": "per channel"}, **_problems(401, 404)},
+        }
+    },
+    "/api/v1/subscribers": {
+        "post": {
+            "summary": "Subscribe (public): sms sends a 6-digit code to the number; email sends "
+            "a confirmation link (double opt-in; frequency immediate or daily). The answer is the "
+            "same whether or not the address is subscribed already.",
+            "requestBody": _body(SubscribeBody),
+            "responses": {
+                "202": {"description": "code sent (number masked)"},
+                **_problems(400, 413, 415, 422, 429),
+            },
+        }
+    },
+    "/api/v1/subscribers/verify": {
+        "post": {
+            "summary": "Complete a subscription with the code (public); consent is recorded",
+            "requestBody": _body(VerifyBody),
+            "responses": {
+                "200": {"description": "subscribed (number masked)"},
+                **_problems(400, 413, 415, 422, 429),
+            },
+        }
+    },
+    "/sms/dlr": {
+        "get": {
+            "summary": "Kannel delivery reports (dlr-url); each URL carries a per-message token",
+            "parameters": [
+                {"name": n, "in": "query", "schema": {"type": "string"}}
+                for n in ("id", "t", "status", "ts")
+            ],
+            "responses": {"200": {"description": "recorded"}, **_problems(403, 404, 422, 503)},
+        }
+    },
+    "/sms/inbound": {
+        "get": {
+            "summary": "Kannel sms-service get-url: keywords DY, DY <code>, TD, CX; the body is "
+            "the reply (X-Kannel-Coding: 2)",
+            "parameters": [
+                {"name": n, "in": "query", "schema": {"type": "string"}}
+                for n in ("secret", "from", "to", "text")
+            ],
+            "responses": {"200": {"description": "text/plain reply"}, **_problems(403, 422)},
+        }
+    },
+    "/s/{code}": {
+        "get": {
+            "summary": "Short link (in SMS) to the public item page",
+            "responses": {"302": {"description": "to /items/{id}"}, **_problems(404)},
+        }
+    },
+    # the residents' email pages (HTML, no login: the signed token is the key)
+    "/subscribe/confirm/{token}": {
+        "get": {
+            "summary": "Email double opt-in: what will be subscribed, and the consent text",
+            "responses": {
+                "200": {"description": "HTML page with the confirm button"},
+                "404": {"description": "tampered or unknown link (HTML page)"},
+                "410": {"description": "the link has expired (HTML page)"},
+            },
+        },
+        "post": {
+            "summary": "Confirm the subscription; the consent is recorded",
+            "responses": {
+                "200": {"description": "subscribed (HTML page)"},
+                "404": {"description": "tampered or unknown link (HTML page)"},
+                "410": {"description": "the link has expired (HTML page)"},
+            },
+        },
+    },
+    "/subscribe/manage/{token}": {
+        "get": {
+            "summary": "A subscriber's categories and frequency (signed link in every mail)",
+            "responses": {"200": {"description": "HTML form"}, "404": {"description": "bad link"}},
+        },
+        "post": {
+            "summary": "Save categories and frequency (action=save) or leave (action=leave)",
+            "responses": {
+                "200": {"description": "HTML page"},
+                "404": {"description": "bad link"},
+                "422": {"description": "not saved (HTML form saying why)"},
+            },
+        },
+    },
+    "/unsubscribe/{token}": {
+        "get": {
+            "summary": "Asks to confirm leaving (List-Unsubscribe link of every mail)",
+            "responses": {"200": {"description": "HTML page"}, "404": {"description": "bad link"}},
+        },
+        "post": {
+            "summary": "Leave at once: RFC 8058 one-click (List-Unsubscribe=One-Click), no cookie",
+            "responses": {
+                "200": {"description": "unsubscribed"},
+                "404": {"description": "bad link"},
+            },
+        },
+    },
     "/metrics": {
         "get": {
             "summary": "Prometheus metrics (loopback clients, or metrics.token as bearer)",
@@ -227,6 +333,28 @@ PATHS: dict[str, dict[str, Any]] = {
             },
         }
     },
+    # the staff web UI's public parts (the other /staff pages need a session, not a token)
+    "/staff/login": {
+        "get": {
+            "summary": "The staff login form (HTML)",
+            "responses": {"200": {"description": "text/html"}},
+        },
+        "post": {
+            "summary": "Log in (form: username, password, csrf_token); sets the session cookie",
+            "responses": {
+                "303": {"description": "logged in: to the staff pages"},
+                "401": {"description": "text/html: wrong name or password"},
+                "403": {"description": "text/html: no valid csrf_token"},
+                "429": {"description": "text/html: locked out after failed logins"},
+            },
+        },
+    },
+    "/static/ui/{name}": {
+        "get": {
+            "summary": "The staff pages' stylesheet and script",
+            "responses": {"200": {"description": "text/css or text/javascript"}, **_problems(404)},
+        }
+    },
     "/feeds/{name}.{fmt}": {
         "get": {
             "summary": "A feed: name is `all` or a category slug, fmt is `rss` or `atom`",
@@ -239,9 +367,21 @@ PATHS: dict[str, dict[str, Any]] = {
             },
         }
     },
+    **REPORT_PATHS,  # clocks, request register and annual report (publisher.web.reports)
 }
 
-MODELS: list[type[BaseModel]] = [ItemCreate, ItemPatch, TransitionBody, ApproveBody, ReasonRequired]
+MODELS: list[type[BaseModel]] = [
+    ItemCreate,
+    ItemPatch,
+    TransitionBody,
+    ApproveBody,
+    ReasonRequired,
+    SubscribeBody,
+    VerifyBody,
+]
+
+
+MODELS.extend(REPORT_MODELS)
 
 
 def build_document() -> dict[str, Any]:

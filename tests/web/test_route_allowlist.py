@@ -40,7 +40,15 @@ KNOWN = {
     ("POST", "/api/v1/items/{item_id}/attachments"),
     ("GET", "/api/v1/items/{item_id}/attachments/{attachment_id}"),
     ("GET", "/items/{item_id}/attachments/{attachment_id}/{filename}"),
+    ("GET", "/staff/"),
+    ("GET", "/staff/login"),
+    ("POST", "/staff/items/new"),
+    ("POST", "/staff/items/{item_id}/approve"),
+    ("POST", "/staff/logout"),
 }
+#: the staff web pages: a session cookie, not a bearer token; without one they redirect
+#: to the login form (and do nothing), instead of answering a 401 problem document
+STAFF_PAGES = "/staff"
 
 
 @dataclass(frozen=True)
@@ -100,8 +108,12 @@ async def _expect_401_everywhere(api: Api, routes: list[Route], headers: dict[st
     failures = []
     for r in staff_routes(routes):
         assert await _resolves_to(app, r), f"{r.method} {r.path} does not reach {r.canonical}"
-        resp = await api.client.request(r.method, r.path, headers=headers, json={})
-        if r.method == "HEAD":
+        resp = await api.client.request(
+            r.method, r.path, headers=headers, json={}, allow_redirects=False
+        )
+        if r.canonical.startswith(STAFF_PAGES):
+            ok = resp.status == 303 and resp.headers["Location"].startswith("/staff/login")
+        elif r.method == "HEAD":
             ok = resp.status == 401
         else:
             body = await resp.json(content_type=None)
@@ -120,6 +132,13 @@ async def _expect_401_everywhere(api: Api, routes: list[Route], headers: dict[st
 
 async def test_every_staff_route_needs_a_token(api: Api, routes: list[Route]) -> None:
     await _expect_401_everywhere(api, routes, {})
+
+
+async def test_every_staff_page_refuses_a_garbage_session_cookie(
+    api: Api, routes: list[Route]
+) -> None:
+    for cookie in ("gk_session=forged", "gk_session=", "gk_session=" + "x" * 5000):
+        await _expect_401_everywhere(api, routes, {"Cookie": cookie})
 
 
 async def test_every_staff_route_refuses_a_garbage_token(api: Api, routes: list[Route]) -> None:

@@ -1,0 +1,150 @@
+"""Signed links in residents' mail: confirm a subscription, manage it, leave it.
+
+- Unsubscribe and manage links name a subscriber by id and carry an HMAC of it (one key
+  per purpose, derived from the data key), so one cannot be turned into the other and
+  no id can be guessed into a working link. They do not expire: a mail read a year
+  later must still let the resident leave. Erasing the subscriber kills them (a new
+  subscription gets a new id).
+- Confirmation links carry the whole request (address, categories, frequency, when it
+  expires) sealed with AES-GCM: nothing is stored until the resident confirms, the
+  address is not readable in the URL (proxies log URLs), and any change to the token
+  makes it fail to open.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from publisher.config import Config
+from publisher.derived import derived_key
+
+_RID_TOKEN = re.compile(r"^([1-9][0-9]{0,17})\.([A-Za-z0-9_-]{22})$")
+#: longest confirmation token accepted (an address of 254 characters fits well inside)
+MAX_CONFIRM_TOKEN = 800
+
+
+class LinkPurpose(StrEnum):
+    UNSUBSCRIBE = "unsubscribe"
+    MANAGE = "manage"
+
+
+class BadToken(ValueError):
+    """The token was not made by us (tampered, truncated, for another purpose)."""
+
+
+class ExpiredToken(ValueError):
+    """A genuine confirmation token whose time is up."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmRequest:
+    """What a confirmation link asks to subscribe."""
+
+    address: str
+    categories: tuple[str, ...]
+    frequency: str
+    expires_at: float  #: Unix seconds
+    issued_at: float
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class MailLinks:
+    """Makes and checks the tokens and builds the URLs (under site.base_url)."""
+
+    def __init__(self, config: Config, base_url: str | None = None) -> None:
+        self.base = (base_url or config.site.base_url).rstrip("/")
+        self._keys = {p: derived_key(config, f"email/{p.value}") for p in LinkPurpose}
+        self._aead = AESGCM(derived_key(config, "email/confirm"))
+
+    # -- per-subscriber links --------------------------------------------------------------
+
+    def _mac(self, purpose: LinkPurpose, recipient_id: int) -> str:
+        mac = hmac.new(self._keys[purpose], str(recipient_id).encode(), hashlib.sha256).digest()
+        return _b64(mac[:16])
+
+    def token(self, purpose: LinkPurpose, recipient_id: int) -> str:
+        return f"{recipient_id}.{self._mac(purpose, recipient_id)}"
+
+    def recipient_id(self, purpose: LinkPurpose, token: str) -> int:
+        """The subscriber a token names; BadToken unless we made it for `purpose`."""
+        found = _RID_TOKEN.match(token)
+        if found is None:
+            raise BadToken("malformed")
+        rid = int(found.group(1))
+        if not hmac.compare_digest(self._mac(purpose, rid), found.group(2)):
+            raise BadToken("signature")
+        return rid
+
+    def unsubscribe_url(self, recipient_id: int) -> str:
+        return f"{self.base}/unsubscribe/{self.token(LinkPurpose.UNSUBSCRIBE, recipient_id)}"
+
+    def manage_url(self, recipient_id: int) -> str:
+        return f"{self.base}/subscribe/manage/{self.token(LinkPurpose.MANAGE, recipient_id)}"
+
+    # -- confirmation links ------------------------------------------------------------------
+
+    def confirm_token(
+        self,
+        address: str,
+        categories: list[str] | tuple[str, ...],
+        frequency: str,
+        ttl_seconds: int,
+        *,
+        now: float | None = None,
+    ) -> str:
+        now = time.time() if now is None else now
+        payload = json.dumps(
+            {
+                "a": address,
+                "c": list(categories),
+                "f": frequency,
+                "e": int(now + ttl_seconds),
+                "i": int(now),
+            },
+            separators=(",", ":"),
+            ensure_ascii=False,
+        ).encode()
+        nonce = os.urandom(12)
+        return _b64(nonce + self._aead.encrypt(nonce, payload, b"confirm"))
+
+    def confirm_request(self, token: str, *, now: float | None = None) -> ConfirmRequest:
+        """Open a confirmation token: BadToken if it is not ours, ExpiredToken if too old."""
+        if not (20 < len(token) <= MAX_CONFIRM_TOKEN) or not re.fullmatch(r"[A-Za-z0-9_-]+", token):
+            raise BadToken("malformed")
+        try:
+            raw = _unb64(token)
+            data = json.loads(self._aead.decrypt(raw[:12], raw[12:], b"confirm"))
+            request = ConfirmRequest(
+                address=str(data["a"]),
+                categories=tuple(str(c) for c in data["c"]),
+                frequency=str(data["f"]),
+                expires_at=float(data["e"]),
+                issued_at=float(data["i"]),
+            )
+        except (InvalidTag, ValueError, binascii.Error, KeyError, TypeError):
+            raise BadToken("does not open") from None
+        if (time.time() if now is None else now) >= request.expires_at:
+            raise ExpiredToken("expired")
+        return request
+
+    def confirm_url(self, token: str) -> str:
+        return f"{self.base}/subscribe/confirm/{token}"

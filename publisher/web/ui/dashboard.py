@@ -1,0 +1,250 @@
+"""One item for staff: its status and actions, the deliveries per channel and state
+(refreshed while fan-out runs), the rows that need attention, and the audit trail."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from aiohttp import web
+
+from publisher.addresses import AddressBox, mask
+from publisher.errors import ConfigError, PublisherError
+from publisher.ledger import FINAL, DeliveryState, Ledger
+from publisher.models import Action, Channel, Item, ItemStatus, Role
+from publisher.store import schema as t
+from publisher.store.sql import utcnow
+from publisher.web.keys import CONFIG, STORE, WORKER
+from publisher.web.ui import views
+from publisher.web.ui.compose import _item, _staff, editable
+from publisher.web.ui.render import gettext_for, render
+from publisher.web.ui.review import _actor, _after_transition
+from publisher.web.ui.session import current_session
+
+routes = web.RouteTableDef()
+
+#: rows staff should look at, with their reasons
+ATTENTION = (
+    DeliveryState.FAILED,
+    DeliveryState.DEFERRED,
+    DeliveryState.UNKNOWN,
+    DeliveryState.RETRYING,
+)
+ATTENTION_ROWS = 50
+FINAL_VALUES = frozenset(s.value for s in FINAL)
+#: the order states are shown in (and stacked in the progress bar)
+STATE_ORDER = [s.value for s in DeliveryState]
+
+
+def progress(counts: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """Per channel: total, finished, percent and the counts by state; and overall."""
+    channels = []
+    all_total = all_done = 0
+    for channel in [c.value for c in Channel]:
+        states = counts.get(channel)
+        if not states:
+            continue
+        total = sum(states.values())
+        done = sum(n for s, n in states.items() if s in FINAL_VALUES)
+        all_total += total
+        all_done += done
+        channels.append(
+            {
+                "channel": channel,
+                "total": total,
+                "done": done,
+                "percent": round(100 * done / total) if total else 100,
+                "states": {s: states[s] for s in STATE_ORDER if s in states},
+            }
+        )
+    return {
+        "channels": channels,
+        "total": all_total,
+        "done": all_done,
+        "percent": round(100 * all_done / all_total) if all_total else 100,
+        "settled": all_done == all_total,
+    }
+
+
+async def attention_rows(request: web.Request, item: Item) -> list[dict[str, Any]]:
+    store = request.app[STORE]
+    config = request.app[CONFIG]
+    d = t.deliveries
+    async with store.read() as conn:
+        rows = (
+            await conn.execute(
+                sa.select(d)
+                .where(d.c.item_id == item.id, d.c.state.in_([s.value for s in ATTENTION]))
+                .order_by(d.c.id)
+                .limit(ATTENTION_ROWS)
+            )
+        ).all()
+        rids = [int(r.target[2:]) for r in rows if r.target.startswith("r:")]
+        eids = [int(r.target[2:]) for r in rows if r.target.startswith("e:")]
+        sealed = dict(
+            (await conn.execute(
+                sa.select(t.recipients.c.id, t.recipients.c.address_enc).where(t.recipients.c.id.in_(rids))
+            )).all()
+        ) if rids else {}  # fmt: skip
+        names = dict(
+            (await conn.execute(
+                sa.select(t.endpoints.c.id, t.endpoints.c.name).where(t.endpoints.c.id.in_(eids))
+            )).all()
+        ) if eids else {}  # fmt: skip
+    box = None
+    if sealed:
+        try:
+            box = AddressBox(config.data_key())
+        except ConfigError:
+            box = None
+
+    def shown(target: str) -> str:
+        kind, ident = target[:1], int(target[2:])
+        if kind == "r":
+            enc = sealed.get(ident)
+            return mask(box.open(enc)) if (box and enc) else "—"
+        return str(names.get(ident, target))
+
+    return [
+        {
+            "channel": views.channel_label(request, r.channel),
+            "target": shown(r.target),
+            "state": views.state_label(request, r.state),
+            "reason": r.reason or "",
+            "error": (r.last_error or "")[:200],
+            "attempts": r.attempts,
+            "due": views.local_time(request, r.due_at),
+        }
+        for r in rows
+    ]
+
+
+def _labelled(request: web.Request, prog: dict[str, Any]) -> dict[str, Any]:
+    for ch in prog["channels"]:
+        ch["label"] = views.channel_label(request, ch["channel"])
+        ch["state_labels"] = {s: views.state_label(request, s) for s in ch["states"]}
+    return prog
+
+
+#: how long after publication a page with no deliveries yet keeps looking for them
+PLANNING_GRACE = timedelta(minutes=5)
+
+
+def _planning_soon(item: Item) -> bool:
+    """Just published and nothing planned yet: the fan-out is about to start."""
+    return (
+        item.status is ItemStatus.PUBLISHED
+        and item.published_at is not None
+        and utcnow() - item.published_at < PLANNING_GRACE
+    )
+
+
+def _status_text(request: web.Request, value: str | None) -> str:
+    try:
+        return views.status_label(request, ItemStatus(value)) if value else ""
+    except ValueError:
+        return value or ""
+
+
+@routes.get("/staff/items/{item_id}")
+async def item_page(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    item = await _item(request)
+    user = current_session(request).user
+    _ = gettext_for(request).gettext
+    prog = _labelled(request, progress(await Ledger(store).counts(item.id)))
+    notices = {
+        "submitted": _("Submitted for review."),
+        "approved": _("Approved."),
+        "rejected": _("Rejected; the author can edit the item and submit it again."),
+        "retried": _("Failed deliveries were queued again."),
+        "withdrawn": _("Withdrawn."),
+    }
+    notice = next((v for k, v in notices.items() if k in request.query), None)
+    audit = await store.audit(item.id, limit=200)
+    is_editor = user.role in (Role.EDITOR, Role.ADMIN)
+    is_reviewer = user.role in (Role.REVIEWER, Role.ADMIN)
+    return render(
+        request,
+        "item.html",
+        item=item,
+        row=views.item_row(request, item),
+        progress=prog,
+        poll=not prog["settled"] or _planning_soon(item),
+        attention=await attention_rows(request, item),
+        audit=[
+            {
+                "at": views.local_time(request, e.at),
+                "actor": e.actor,
+                "action": e.action,
+                "from": _status_text(request, e.from_status),
+                "to": _status_text(request, e.to_status),
+                "revision": e.revision or "",
+                "reason": e.reason or "",
+            }
+            for e in reversed(audit)
+        ],
+        notice=notice,
+        can_edit=is_editor and editable(item),
+        can_submit=is_editor and item.status is ItemStatus.DRAFT,
+        can_submit_correction=is_editor
+        and item.pending is not None
+        and item.pending_state is not None
+        and item.pending_state.value == "draft",
+        can_review=is_reviewer and views.under_review(item),
+        can_withdraw=is_reviewer
+        and item.status in (ItemStatus.APPROVED, ItemStatus.SCHEDULED, ItemStatus.PUBLISHED),
+        can_retry=any(
+            ch["states"].get("failed") or ch["states"].get("unknown") for ch in prog["channels"]
+        ),
+        public_url=f"{request.app[CONFIG].site.public_base}/items/{item.id}"
+        if item.status is ItemStatus.PUBLISHED
+        else None,
+    )
+
+
+@routes.get("/staff/items/{item_id}/progress")
+async def item_progress(request: web.Request) -> web.Response:
+    """Counts per channel and state as JSON, for the page's polling script."""
+    item = await _item(request)
+    prog = _labelled(request, progress(await Ledger(request.app[STORE]).counts(item.id)))
+    return web.json_response(
+        prog,
+        dumps=lambda d: json.dumps(d, ensure_ascii=False),
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@routes.post("/staff/items/{item_id}/retry")
+async def retry(request: web.Request) -> web.StreamResponse:
+    item = await _item(request)
+    await Ledger(request.app[STORE]).retry_item(item.id)
+    worker = request.app.get(WORKER)
+    if worker is not None:
+        worker.wake()
+    raise web.HTTPSeeOther(f"{_staff(request)}/items/{item.id}?retried=1")
+
+
+@routes.post("/staff/items/{item_id}/submit")
+async def submit(request: web.Request) -> web.StreamResponse:
+    item = await _item(request)
+    await request.app[STORE].transition(item.id, Action.SUBMIT, actor=_actor(request))
+    await _after_transition(request)
+    raise web.HTTPSeeOther(f"{_staff(request)}/items/{item.id}?submitted=1")
+
+
+@routes.post("/staff/items/{item_id}/withdraw")
+async def withdraw(request: web.Request) -> web.StreamResponse:
+    item = await _item(request)
+    form = await request.post()
+    reason = form.get("reason")
+    reason = reason.strip()[:2000] if isinstance(reason, str) else ""
+    if not reason:
+        raise PublisherError(gettext_for(request).gettext("Give a reason for the withdrawal."))
+    await request.app[STORE].transition(
+        item.id, Action.WITHDRAW, actor=_actor(request), reason=reason
+    )
+    await _after_transition(request)
+    raise web.HTTPSeeOther(f"{_staff(request)}/items/{item.id}?withdrawn=1")

@@ -1,0 +1,164 @@
+"""Per-channel previews of an item as it is being written.
+
+Each preview is the channel adapter's own pure `render(subject, target)`, looked up
+through the channel registry (channels.load_adapter_class), so a channel shows here
+as soon as its adapter exists, exactly as it will send. A channel without an adapter
+says so instead.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from channels import load_adapter_class
+from channels.base import AdapterContext, Subject, Target
+from publisher.config import Config
+from publisher.models import Channel, Content, Item
+from publisher.store import schema as t
+from publisher.store.sql import SqlStore, utcnow
+from publisher.text import derive_summary, render_body
+
+#: a sample target per channel: previews never name a real resident or endpoint
+SAMPLE_TARGETS: dict[str, Target] = {
+    "portal": Target("e:0", "portal", "https://portal.example.invalid/push", "preview"),
+    "rss": Target("e:0", "rss", "all"),
+    "sms": Target("r:0", "sms", "+8613800000000"),
+    "email": Target("r:0", "email", "resident@example.invalid"),
+    "board": Target("e:0", "board", "board-preview", "preview"),
+}
+#: ids of items not saved yet: a fixed placeholder, so links have their real length
+PLACEHOLDER_ID = str(uuid.UUID(int=0))
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelPreview:
+    channel: str
+    #: none: no adapter for this channel yet (or it failed to render: see `error`)
+    text: str | None = None
+    #: "sms" | "json" | "xml" | "html" | "text"
+    kind: str = "text"
+    units: int | None = None
+    chars: int | None = None
+    subscribers: int | None = None
+    error: str | None = None
+    missing: bool = False
+    disabled: bool = False
+
+
+def subject_for(
+    config: Config, content: Content, item: Item | None, *, now: datetime | None = None
+) -> Subject:
+    item_id = item.id if item is not None else PLACEHOLDER_ID
+    base = config.site.public_base
+    category = config.category(content.category)
+    return Subject(
+        key="preview",
+        kind="published",
+        item_id=item_id,
+        revision=(item.revision.number if item else 1),
+        title=content.title,
+        summary=content.summary or derive_summary(content.body, config.items.summary_chars),
+        body=content.body,
+        body_html=render_body(content.body),
+        category=content.category,
+        category_name=category.name if category else content.category,
+        agency=content.agency,
+        index_no=item.index_no if item is not None else None,
+        doc_no=content.doc_no,
+        written_at=content.written_at,
+        published_at=(item.published_at if item and item.published_at else now or utcnow()),
+        urgent=content.urgent,
+        public_url=f"{base}/items/{item_id}",
+        site_name=config.site.name,
+        event_at=now or utcnow(),
+        expires_at=content.expires_at,
+    )
+
+
+async def sms_subscribers(store: SqlStore, category: str) -> int:
+    """Active SMS subscribers who would get an item of `category` (for the cost estimate)."""
+    r = t.recipients
+    async with store.read() as conn:
+        rows = (
+            await conn.execute(
+                sa.select(r.c.categories).where(r.c.channel == "sms", r.c.status == "active")
+            )
+        ).scalars()
+        return sum(1 for cats in rows if not cats or category in cats)
+
+
+def _kind(content_type: str, channel: str) -> str:
+    if channel == "sms":
+        return "sms"
+    if "json" in content_type:
+        return "json"
+    if "xml" in content_type:
+        return "xml"
+    if "html" in content_type:
+        return "html"
+    return "text"
+
+
+async def previews(
+    config: Config, store: SqlStore, content: Content, item: Item | None
+) -> list[ChannelPreview]:
+    subject = subject_for(config, content, item)
+    out: list[ChannelPreview] = []
+    for channel in Channel:
+        if channel not in content.channels:
+            continue
+        name = channel.value
+        cfg = config.channels.get(name)
+        if not cfg.enabled:
+            out.append(ChannelPreview(name, disabled=True))
+            continue
+        try:
+            cls = load_adapter_class(name, cfg.adapter)
+        except LookupError:
+            out.append(ChannelPreview(name, missing=True))
+            continue
+        try:
+            adapter = cls(
+                cls.Settings.model_validate(cfg.settings),
+                config.site,
+                AdapterContext(config, store),
+            )
+            rendered = adapter.render(subject, SAMPLE_TARGETS[name])
+        except Exception as exc:  # a preview must never break the form
+            out.append(ChannelPreview(name, error=str(exc) or type(exc).__name__))
+            continue
+        kind = _kind(rendered.content_type, name)
+        text = (
+            rendered.preview
+            if rendered.preview is not None
+            else rendered.body.decode("utf-8", "replace")
+        )
+        if kind == "json" and rendered.body:
+            text = _pretty_json(rendered.body)
+        out.append(
+            ChannelPreview(
+                name,
+                text=text,
+                kind=kind,
+                units=rendered.units,
+                chars=len(text) if kind == "sms" else None,
+                subscribers=await sms_subscribers(store, content.category)
+                if kind == "sms"
+                else None,
+            )
+        )
+    return out
+
+
+def _pretty_json(body: bytes) -> str:
+    try:
+        data: Any = json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", "replace")
+    return json.dumps(data, ensure_ascii=False, indent=2)

@@ -1,0 +1,1 @@
+"""Browser tests: the staff and resident pages in Debian's Chromium, driven by Playwright."""
