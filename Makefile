@@ -11,9 +11,11 @@ SAMPLE ?= ../shared/samples/shangyu-2013-disclosure-report.txt
 # Debian packages: Python's venv, PostgreSQL client tools (pg_isready), build tools,
 # Kannel (the SMS gateway the sms tests run against; kannel-extras has its fake SMSC),
 # WeasyPrint's Pango, CJK fonts and HarfBuzz subsetting (PDF reports), pdftotext (tests),
-# Chromium (the browser tests in tests/ui drive it with Playwright)
+# Chromium (the browser tests in tests/ui drive it with Playwright), zbar (decodes the QR codes
+# of notice-board layouts in tests)
 APT_PACKAGES := python3-venv python3-dev build-essential postgresql-client kannel kannel-extras \
-  fonts-noto-cjk libharfbuzz-subset0 libpango-1.0-0 libpangoft2-1.0-0 poppler-utils chromium
+  fonts-noto-cjk libharfbuzz-subset0 libpango-1.0-0 libpangoft2-1.0-0 poppler-utils chromium \
+  libzbar0
 
 .PHONY: help run test system-deps venv lint typecheck pytest clean messages screenshots
 
@@ -60,7 +62,7 @@ messages: venv ## extract the UI strings (locale/messages.pot), update and compi
 	$(VENV)/bin/pybabel -q compile -d locale --statistics
 
 screenshots: venv ## screenshots of the main pages into docs/screenshots (Chromium, Playwright)
-	PUBLISHER_SCREENSHOTS=docs/screenshots $(VENV)/bin/pytest -q -p no:cacheprovider tests/ui/test_staff_flow.py
+	PUBLISHER_SCREENSHOTS=docs/screenshots $(VENV)/bin/pytest -q -p no:cacheprovider tests/ui/test_staff_flow.py tests/ui/test_resident_flow.py
 
 clean: ## remove the virtualenv and caches (keeps data/)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,13 +1,22 @@
 """Fan-out benchmark: the engine against a bare asyncio loop, in one run.
 
-One item is fanned out to N SMS subscribers through a channel whose far end is
-a loopback HTTP server that only counts (bench/sink.py, its own process). The
-bare baseline sends the same N requests with the same client, body size and
-concurrency, with no store and no ledger. The figure to watch is engine/bare.
+`--channel sms` (the default): one item is fanned out to N SMS subscribers through a
+channel whose far end is a loopback HTTP server that only counts (bench/sink.py, its
+own process). The bare baseline sends the same N requests with the same client, body
+size and concurrency, with no store and no ledger.
+
+`--channel email`: the same item goes to N email subscribers through the real email
+channel (channels/mail.py) to a loopback aiosmtpd server that only counts messages
+(bench/smtp_sink.py, its own process). The bare baseline is aiosmtplib alone: the
+message rendered once, N copies sent over the same number of persistent connections
+as the channel's pool (`--connections`, channels.email.settings.connections).
+
+The figure to watch is engine/bare.
 
     .venv/bin/python bench/fanout.py --n 10000
     .venv/bin/python bench/fanout.py --n 100000 --workers 2 \\
         --database postgresql://root@127.0.0.1:5432/test
+    .venv/bin/python bench/fanout.py --channel email --n 10000
 
 Each phase runs in a fresh subprocess, so peak RSS is that phase's own.
 """
@@ -33,6 +42,15 @@ sys.path.insert(0, str(REPO))
 
 DATA_KEY = "YmVuY2gta2V5LTMyLWJ5dGVzLWxvbmctLi4uLi4uLi4="
 CONCURRENCY = 50
+#: channels.email.settings.connections' default
+CONNECTIONS = 4
+SENDER = "gongkai@shangyu.example.gov.cn"
+TITLE = "关于冬季农田水利建设的通知"
+BODY = "各村：为做好冬季农田水利建设工作，现将有关事项通知如下。"
+
+
+def bench_address(channel: str, i: int) -> str:
+    return f"+86138{i:08d}" if channel == "sms" else f"r{i:07d}@example.org"
 
 
 def free_port() -> int:
@@ -41,7 +59,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def env_for(database: str, url: str, tmp: Path, concurrency: int) -> dict[str, str]:
+def env_for(
+    database: str, url: str, tmp: Path, concurrency: int, smtp: tuple[int, int] | None = None
+) -> dict[str, str]:
+    """The workers' environment: the sms channel posts to `url`, or with `smtp` (port,
+    connections) the email channel sends to the SMTP sink on that port."""
     overrides = {
         "STORAGE__URL": database,
         "STORAGE__ATTACHMENTS_DIR": str(tmp / "attachments"),
@@ -56,6 +78,17 @@ def env_for(database: str, url: str, tmp: Path, concurrency: int) -> dict[str, s
         "DELIVERY__BATCH_SIZE": "500",
         "SCHEDULER__SWEEP_SECONDS": "5",
     }
+    if smtp is not None:
+        port, connections = smtp
+        # the email channel keeps its own concurrency (16): the pool is what bounds it
+        overrides |= {
+            "CHANNELS__EMAIL__SETTINGS__HOST": "127.0.0.1",
+            "CHANNELS__EMAIL__SETTINGS__PORT": str(port),
+            "CHANNELS__EMAIL__SETTINGS__SECURITY": "none",
+            "CHANNELS__EMAIL__SETTINGS__FROM_ADDRESS": SENDER,
+            "CHANNELS__EMAIL__SETTINGS__LOCAL_HOSTNAME": "publisher.bench",
+            "CHANNELS__EMAIL__SETTINGS__CONNECTIONS": str(connections),
+        }
     env = dict(os.environ)
     env.update({f"PUBLISHER__{k}": v for k, v in overrides.items()})
     env["PYTHONPATH"] = str(REPO)
@@ -65,7 +98,7 @@ def env_for(database: str, url: str, tmp: Path, concurrency: int) -> dict[str, s
 # -- phases (each in its own subprocess) ------------------------------------------
 
 
-async def phase_prepare(n: int) -> dict[str, float]:
+async def phase_prepare(n: int, channel: str) -> dict[str, float]:
     from publisher.config import load_config
     from publisher.content import ItemCreate, content_from
     from publisher.models import Action, Role
@@ -76,19 +109,19 @@ async def phase_prepare(n: int) -> dict[str, float]:
     config = load_config(REPO / "config.yaml")
     store = await open_store(config)
     t0 = time.perf_counter()
-    numbers = [f"+86138{i:08d}" for i in range(n)]
+    addresses = [bench_address(channel, i) for i in range(n)]
     await import_subscribers(
-        Recipients(store), "sms", numbers, Consent("import", "bench consent", "bench")
+        Recipients(store), channel, addresses, Consent("import", "bench consent", "bench")
     )
     took = time.perf_counter() - t0
     content = content_from(
         ItemCreate.model_validate(
             {
-                "title": "关于冬季农田水利建设的通知",
-                "body": "各村：为做好冬季农田水利建设工作，现将有关事项通知如下。",
+                "title": TITLE,
+                "body": BODY,
                 "category": "nync",
                 "written_at": "2026-11-20",
-                "channels": ["sms"],
+                "channels": [channel],
                 # scheduled a few seconds ahead, so the worker's scheduler publishes it
                 "publish_at": time.strftime(
                     "%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 4)
@@ -105,7 +138,7 @@ async def phase_prepare(n: int) -> dict[str, float]:
     return {"import_seconds": took, "item_id": item.id}  # type: ignore[dict-item]
 
 
-async def phase_wait(item_id: str, n: int, url: str) -> dict[str, float]:
+async def phase_wait(item_id: str, n: int, count_url: str) -> dict[str, float]:
     """Watch the store from outside until every row is final; report the fan-out's span."""
     import sqlalchemy as sa
 
@@ -122,7 +155,7 @@ async def phase_wait(item_id: str, n: int, url: str) -> dict[str, float]:
 
     async with aiohttp.ClientSession() as session:
         while True:
-            async with session.get(url.replace("/send", "/count")) as resp:
+            async with session.get(count_url) as resp:
                 if int(await resp.text()) >= n:
                     break
             await asyncio.sleep(0.5)
@@ -203,6 +236,55 @@ async def phase_bare(n: int, url: str, concurrency: int) -> dict[str, float]:
     return {"seconds": took}
 
 
+async def phase_bare_email(n: int, port: int, connections: int) -> dict[str, float]:
+    """The same item's mail rendered once by the email channel, then N copies (one
+    recipient each, as the channel sends) over `connections` persistent aiosmtplib
+    connections: no store, no ledger, no per-resident links."""
+    from datetime import UTC, datetime
+
+    import aiosmtplib
+
+    from channels.base import AdapterContext, Subject, Target
+    from channels.mail import MailChannel, mail_settings
+    from publisher.config import load_config
+    from publisher.text import derive_summary, render_body
+
+    config = load_config(REPO / "config.yaml")
+    adapter = MailChannel(mail_settings(config), config.site, AdapterContext(config, None))  # type: ignore[arg-type]
+    now = datetime.now(UTC)
+    subject = Subject(
+        key="event:1", kind="published", item_id="bench", revision=1, title=TITLE,
+        summary=derive_summary(BODY, config.items.summary_chars), body=BODY,
+        body_html=render_body(BODY), category="nync", category_name="农业农村",
+        agency=config.site.agency, index_no="113308810026305088/2026-00001", doc_no=None,
+        written_at=now, published_at=now, urgent=False,
+        public_url=f"{config.site.public_base}/items/bench", site_name=config.site.name,
+        event_at=now,
+    )  # fmt: skip
+    data = adapter.render(subject, Target("r:1", "email", bench_address("email", 0))).body
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+
+    async def one(smtp: aiosmtplib.SMTP) -> None:
+        while not queue.empty():
+            i = queue.get_nowait()
+            await smtp.sendmail(SENDER, [bench_address("email", i)], data)
+
+    pool = [
+        aiosmtplib.SMTP(hostname="127.0.0.1", port=port, local_hostname="publisher.bench")
+        for _ in range(connections)
+    ]
+    for smtp in pool:
+        await smtp.connect()
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(smtp) for smtp in pool))
+    took = time.perf_counter() - t0
+    for smtp in pool:
+        await smtp.quit()
+    return {"seconds": took, "message_bytes": len(data)}
+
+
 def run_phase(name: str, env: dict[str, str], *args: str) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, __file__, "--phase", name, *args],
@@ -251,21 +333,33 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--channel", choices=("sms", "email"), default="sms")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=CONNECTIONS,
+        help="email: SMTP connections of the channel's pool and of the bare loop",
+    )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY)
     parser.add_argument("--database", help="postgresql://… (default: a fresh SQLite file)")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--item", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--smtp-port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    email = args.channel == "email"
 
     if args.phase:  # inside a subprocess
         if args.phase == "prepare":
-            result = asyncio.run(phase_prepare(args.n))
+            result = asyncio.run(phase_prepare(args.n, args.channel))
         elif args.phase == "wait":
             result = asyncio.run(phase_wait(args.item, args.n, args.url))
         elif args.phase == "bare":
-            result = asyncio.run(phase_bare(args.n, args.url, args.concurrency))
+            if email:
+                result = asyncio.run(phase_bare_email(args.n, args.smtp_port, args.connections))
+            else:
+                result = asyncio.run(phase_bare(args.n, args.url, args.concurrency))
             result["peak_rss_mb"] = peak_rss_mb()
             usage = resource.getrusage(resource.RUSAGE_SELF)
             result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
@@ -285,13 +379,23 @@ def main() -> None:
             database = f"sqlite:///{tmp}/bench.db"
         port = free_port()
         url = f"http://127.0.0.1:{port}/send"
-        sink = subprocess.Popen([sys.executable, str(REPO / "bench/sink.py"), "--port", str(port)])
+        count_url = url.replace("/send", "/count")
+        bare_args = ["--n", str(args.n), "--url", url, "--concurrency", str(args.concurrency)]
+        if email:
+            smtp_port = free_port()
+            sink_command = ["bench/smtp_sink.py", "--port", str(smtp_port)]
+            sink_command += ["--http-port", str(port)]
+            bare_args = ["--n", str(args.n), "--channel", "email", "--smtp-port", str(smtp_port)]
+            bare_args += ["--connections", str(args.connections)]
+        else:
+            sink_command = ["bench/sink.py", "--port", str(port)]
+        sink = subprocess.Popen([sys.executable, *sink_command], cwd=REPO)
         try:
             time.sleep(1.0)
-            env = env_for(database, url, tmp, args.concurrency)
-            bare_args = ["--n", str(args.n), "--url", url, "--concurrency", str(args.concurrency)]
+            smtp = (smtp_port, args.connections) if email else None
+            env = env_for(database, url, tmp, args.concurrency, smtp)
             bare = run_phase("bare", env, *bare_args)
-            prep = run_phase("prepare", env, "--n", str(args.n))
+            prep = run_phase("prepare", env, "--n", str(args.n), "--channel", args.channel)
             bare_runs = [bare]
             # BENCH_PY_SPY=FILE profiles the first worker with py-spy (raw format)
             spy = os.environ.get("BENCH_PY_SPY")
@@ -312,7 +416,7 @@ def main() -> None:
                     )
                 )
             waited = run_phase(
-                "wait", env, "--n", str(args.n), "--item", str(prep["item_id"]), "--url", url
+                "wait", env, "--n", str(args.n), "--item", str(prep["item_id"]), "--url", count_url
             )
             engine_rss = 0.0 if spy else max(vm_hwm_mb(w.pid) for w in workers)
             engine_cpu = sum(cpu_seconds(w.pid) for w in workers)
@@ -336,10 +440,15 @@ def main() -> None:
     bare_rates = [args.n / b["seconds"] for b in bare_runs]
     bare_rate = sum(bare_rates) / len(bare_rates)
     result = {
+        "channel": args.channel,
         "n": args.n,
         "store": "postgresql" if args.database else "sqlite",
         "workers": args.workers,
-        "concurrency": args.concurrency,
+        **(
+            {"smtp_connections": args.connections, "message_bytes": bare["message_bytes"]}
+            if email
+            else {"concurrency": args.concurrency}
+        ),
         "engine_targets_per_s": round(engine_rate),
         "bare_targets_per_s": round(bare_rate),
         "bare_runs_targets_per_s": [round(r) for r in bare_rates],

@@ -13,6 +13,7 @@ BUILTIN: dict[str, str] = {
     "rss": "channels.rss:FeedChannel",
     "sms": "channels.sms:SmsChannel",
     "email": "channels.mail:MailChannel",
+    "board": "channels.board:BoardChannel",
 }
 
 

@@ -609,6 +609,11 @@ from publisher import cli_annual  # noqa: E402  (it builds on the helpers above)
 
 cli_annual.register(cli, items)
 
+# notice boards and their print packs (issue 7)
+from publisher import cli_boards  # noqa: E402
+
+cli_boards.register(cli)
+
 
 def main() -> None:
     cli(prog_name="publisher")

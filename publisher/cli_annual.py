@@ -25,7 +25,7 @@ from publisher.calendar import (
 )
 from publisher.cli import CliError, console, with_store
 from publisher.clocks import items_due
-from publisher.errors import ValidationFailed
+from publisher.errors import NotFound, ValidationFailed
 from publisher.register import (
     APPLICANT_LABELS,
     ApplicantType,
@@ -343,16 +343,33 @@ def report_group() -> None:
     "--format",
     "fmt",
     type=click.Choice([f.value for f in ReportFormat]),
-    default="html",
-    show_default=True,
+    help="html (default), pdf, csv or json.",
 )
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), help="File (default stdout)."
 )
+@click.option(
+    "--as-item",
+    is_flag=True,
+    help="Create a draft item of the report (PDF attached) for review and publication.",
+)
+@click.option("--author", help="With --as-item: the staff user (editor) the draft is written by.")
 @with_store
-async def report_annual(store: SqlStore, year: int, fmt: str, out: Path | None) -> None:
+async def report_annual(
+    store: SqlStore,
+    year: int,
+    fmt: str | None,
+    out: Path | None,
+    as_item: bool,
+    author: str | None,
+) -> None:
     """Render YEAR's report in the 2021 template; refuses one that does not add up."""
-    data = render(await build_report(store, year), ReportFormat(fmt))
+    if as_item:
+        await _report_as_item(store, year, fmt, out, author)
+        return
+    if author is not None:
+        raise ValidationFailed("--author: only with --as-item")
+    data = render(await build_report(store, year), ReportFormat(fmt or "html"))
     if out is None:
         if fmt == "pdf" and sys.stdout.isatty():
             raise ValidationFailed("--format pdf: give --out FILE (a PDF on the terminal is noise)")
@@ -364,6 +381,29 @@ async def report_annual(store: SqlStore, year: int, fmt: str, out: Path | None) 
     except OSError as exc:
         raise ValidationFailed(f"--out {out}: {exc.strerror or exc}") from None
     click.echo(f"wrote {out} ({len(data)} bytes)", err=True)
+
+
+async def _report_as_item(
+    store: SqlStore, year: int, fmt: str | None, out: Path | None, author: str | None
+) -> None:
+    from publisher.reports.publish import publish_as_item
+    from publisher.store.sql import Actor
+    from publisher.workflow import EDIT_ROLES
+
+    if fmt is not None or out is not None:
+        raise ValidationFailed("--as-item: takes no --format or --out (the item has the PDF)")
+    if author is None:
+        raise ValidationFailed("--as-item: give --author USER, the editor the draft belongs to")
+    try:
+        user = await store.get_user(author)
+    except NotFound:
+        raise ValidationFailed(f"--author {author}: no such user") from None
+    if user.disabled or user.role not in EDIT_ROLES:
+        why = "is disabled" if user.disabled else f"is a {user.role.value}"
+        raise ValidationFailed(f"--author {author}: {why}; the draft needs an editor or admin")
+    item = await publish_as_item(store, year, actor=Actor(user.name, user.role))
+    click.echo(f"draft item {item.id}: {item.revision.content.title}")
+    click.echo(f"next: submit it for review (POST /api/v1/items/{item.id}/submit, or /staff)")
 
 
 @report_group.command("entries")

@@ -244,6 +244,13 @@ class UiConfig(_Strict):
     secure_cookie: Literal["auto", "always", "never"] = "auto"
 
 
+class ReportsConfig(_Strict):
+    """The annual report (publisher.reports)."""
+
+    #: 主题分类 slug of the item the report is published as; default the first taxonomy entry
+    category: str | None = Field(default=None, min_length=1, max_length=64)
+
+
 class Config(_Strict):
     site: SiteConfig
     storage: StorageConfig = StorageConfig()
@@ -256,6 +263,7 @@ class Config(_Strict):
     delivery: DeliveryConfig = DeliveryConfig()
     metrics: MetricsConfig = MetricsConfig()
     ui: UiConfig = UiConfig()
+    reports: ReportsConfig = ReportsConfig()
     #: folder of the config file; relative paths are resolved against it
     base_dir: Path = Path(".")
 
@@ -268,7 +276,14 @@ class Config(_Strict):
                 if value in seen:
                     raise ValueError(f"taxonomy.{i}.{attr}: {value!r} appears twice")
                 seen.add(value)
+        if self.reports.category is not None and self.category(self.reports.category) is None:
+            raise ValueError(f"reports.category: {self.reports.category!r} is not a taxonomy slug")
         return self
+
+    @property
+    def report_category(self) -> str:
+        """The category the annual report is published under."""
+        return self.reports.category or self.taxonomy[0].slug
 
     def category(self, slug: str) -> Category | None:
         return next((c for c in self.taxonomy if c.slug == slug), None)

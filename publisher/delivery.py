@@ -495,6 +495,10 @@ class DeliveryWorker:
             return await self._load_message(key, int(ident))
         if kind == "digest":
             return await self.digests.load_subject(key)
+        if kind == "pack":  # a notice board's print pack
+            from publisher.packs import load_subject
+
+            return await load_subject(self.store, key)
         if kind != "event":
             raise PermanentDeliveryError(f"unknown subject {key}", reason="unknown_subject")
         async with self.store.read() as conn:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -18,6 +18,9 @@ from publisher.config import ALL_FEED, Config
 from publisher.ledger import PRIORITY_NORMAL, PRIORITY_URGENT, HotSql, Ledger
 from publisher.store import schema as t
 from publisher.store.sql import EventKind, SqlStore, insert_for, utcnow
+
+if TYPE_CHECKING:
+    from publisher.packs import PackPlanner
 
 log = logging.getLogger("publisher.fanout")
 
@@ -34,6 +37,7 @@ class FanOut:
         self.store = store
         self.ledger = ledger
         self.config: Config = store.config
+        self._pack_planner: PackPlanner | None = None
 
     async def ensure_endpoints(self) -> None:
         """Create the endpoints config.yaml declares, and one per feed, if missing."""
@@ -102,6 +106,9 @@ class FanOut:
                     "item %s %s: %d deliveries cancelled", event.item_id, event.kind, cancelled
                 )
         for channel in event.channels:
+            if channel == "board":  # print packs, one per board concerned (publisher.packs)
+                queued += await self._packs().plan(event, category, priority)
+                continue
             if event.kind in RETRACT_EVENTS:
                 if channel not in RETRACTING_CHANNELS:
                     continue
@@ -119,6 +126,13 @@ class FanOut:
         await self.ledger.mark_planned(event.id)
         log.info("item %s %s: %d deliveries queued", event.item_id, event.kind, queued)
         return queued
+
+    def _packs(self) -> PackPlanner:
+        from publisher.packs import PackPlanner  # boards build on the channel's layouts
+
+        if self._pack_planner is None:
+            self._pack_planner = PackPlanner(self.store, self.ledger)
+        return self._pack_planner
 
     async def _targets(self, channel: str, category: str) -> AsyncIterator[list[str]]:
         size = self.config.delivery.plan_batch

@@ -1,9 +1,12 @@
-"""Subscribing from the web with a code sent to the address (SMS for now).
+"""Subscribing from the web with a code sent to the address (SMS for now), and leaving
+the same way.
 
 `request_code` sends a 6-digit code as a transactional message; `verify` checks it and
 subscribes with the consent recorded (method web_verified, the words agreed to, the
-client's network). Both answer the same whether or not the address is subscribed
-already, so neither tells anyone who subscribes. Codes are kept only as an HMAC,
+client's network). A code asked for with `purpose="leave"` works only for
+`verify_leave`, which unsubscribes (and suppresses) the number, and the other way round.
+Every answer is the same whether or not the address is subscribed already, so none
+tells anyone who subscribes. Codes are kept only as an HMAC,
 expire, and allow a few tries; requests are rate-limited per address and per client
 IP in the store (SMS pumping costs real money).
 """
@@ -16,7 +19,7 @@ import ipaddress
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 
@@ -57,6 +60,10 @@ class CodePolicy:
     text: str = (
         "您的验证码是{code}，{minutes}分钟内有效，用于订阅{site}短信。如非本人操作，请忽略。"
     )
+    #: the code message for leaving; {code}, {minutes}, {site}
+    leave_text: str = (
+        "您的验证码是{code}，{minutes}分钟内有效，用于退订{site}短信。如非本人操作，请忽略。"
+    )
     #: what the resident agrees to; {site}
     consent_text: str = "我同意接收{site}发送的政府信息公开短信，可随时回复TD退订。"
 
@@ -80,8 +87,14 @@ class CodeSubscriptions:
         self.recipients = Recipients(store)
         self._key = derived_key(store.config, "subscribe/code")
 
-    def _code_hash(self, address_hash: str, code: str) -> str:
-        return hmac.new(self._key, f"{address_hash}:{code}".encode(), hashlib.sha256).hexdigest()
+    def _code_hash(self, address_hash: str, code: str, purpose: str = "subscribe") -> str:
+        # a code for leaving is hashed with its purpose: it cannot subscribe, nor the reverse
+        msg = (
+            f"{address_hash}:{code}"
+            if purpose == "subscribe"
+            else f"{purpose}:{address_hash}:{code}"
+        )
+        return hmac.new(self._key, msg.encode(), hashlib.sha256).hexdigest()
 
     def _ip_key(self, ip: str | None) -> str:
         return hmac.new(self._key, f"ip:{ip or ''}".encode(), hashlib.sha256).hexdigest()
@@ -92,9 +105,16 @@ class CodeSubscriptions:
         return self.recipients._norm(channel, address)
 
     async def request_code(
-        self, channel: str, address: str, categories: list[str], ip: str | None
+        self,
+        channel: str,
+        address: str,
+        categories: list[str],
+        ip: str | None,
+        *,
+        purpose: Literal["subscribe", "leave"] = "subscribe",
     ) -> dict[str, Any]:
-        """Send a code (unless a limit is reached: TooManyRequests). Returns the answer."""
+        """Send a code (unless a limit is reached: TooManyRequests). Returns the answer.
+        Codes for leaving count against the same limits."""
         addr, h = self._normalize(channel, address)
         cats = sorted(set(categories))
         self.recipients._check_categories(cats)
@@ -113,7 +133,7 @@ class CodeSubscriptions:
         now = utcnow()
         values = {
             "categories": cats,
-            "code_hash": self._code_hash(h, code),
+            "code_hash": self._code_hash(h, code, purpose),
             "attempts": 0,
             "expires_at": now + timedelta(seconds=p.ttl_seconds),
             "created_at": now,
@@ -128,8 +148,15 @@ class CodeSubscriptions:
                 )
             )
         site = self.store.config.site.name
-        text = p.text.format(code=code, minutes=p.ttl_seconds // 60, site=site)
-        await queue_message(self.store, channel, addr, text, purpose="verify_code")
+        template = p.leave_text if purpose == "leave" else p.text
+        text = template.format(code=code, minutes=p.ttl_seconds // 60, site=site)
+        await queue_message(
+            self.store,
+            channel,
+            addr,
+            text,
+            purpose="leave_code" if purpose == "leave" else "verify_code",
+        )
         return {
             "status": "code_sent",
             "channel": channel,
@@ -142,6 +169,37 @@ class CodeSubscriptions:
     ) -> tuple[Recipient, dict[str, Any]]:
         """Subscribe if `code` is right; ValidationFailed (one message for every reason)
         otherwise. Returns the subscriber and the answer."""
+        addr, row = await self._check_code(channel, address, code, ip, "subscribe")
+        p = self.policy
+        site = self.store.config.site.name
+        recipient = await self.recipients.subscribe(
+            channel,
+            addr,
+            Consent(
+                method="web_verified",
+                text=p.consent_text.format(site=site),
+                source=f"web {network_of(ip)}",
+            ),
+            categories=list(row.categories),
+        )
+        return recipient, {
+            "status": "subscribed",
+            "channel": channel,
+            "address": mask(addr),
+            "categories": list(recipient.categories),
+        }
+
+    async def verify_leave(self, channel: str, address: str, code: str, ip: str | None) -> None:
+        """Unsubscribe (and suppress) the address if `code`, asked for with
+        purpose="leave", is right; ValidationFailed otherwise, as `verify`."""
+        addr, _ = await self._check_code(channel, address, code, ip, "leave")
+        await self.recipients.unsubscribe(channel, addr, how=f"web_code {network_of(ip)}")
+
+    async def _check_code(
+        self, channel: str, address: str, code: str, ip: str | None, purpose: str
+    ) -> tuple[str, Any]:
+        """The address and its verification row once `code` is right for `purpose`; the row
+        is used up. ValidationFailed (one message for every reason) otherwise."""
         addr, h = self._normalize(channel, address)
         p = self.policy
         wait = await hit(
@@ -156,27 +214,13 @@ class CodeSubscriptions:
             row = (await conn.execute(self.store._lock(sa.select(v).where(where)))).first()
             if row is None or row.expires_at <= now or row.attempts >= p.attempts:
                 raise ValidationFailed(WRONG_CODE)
-            good = code.isdigit() and hmac.compare_digest(row.code_hash, self._code_hash(h, code))
+            good = code.isdigit() and hmac.compare_digest(
+                row.code_hash, self._code_hash(h, code, purpose)
+            )
             if not good:
                 await conn.execute(v.update().where(where).values(attempts=row.attempts + 1))
         if not good:
             raise ValidationFailed(WRONG_CODE)
-        site = self.store.config.site.name
-        recipient = await self.recipients.subscribe(
-            channel,
-            addr,
-            Consent(
-                method="web_verified",
-                text=p.consent_text.format(site=site),
-                source=f"web {network_of(ip)}",
-            ),
-            categories=list(row.categories),
-        )
         async with self.store.write() as conn:
             await conn.execute(sa.delete(v).where(where))
-        return recipient, {
-            "status": "subscribed",
-            "channel": channel,
-            "address": mask(addr),
-            "categories": list(recipient.categories),
-        }
+        return addr, row

@@ -30,6 +30,7 @@ from publisher.register import (
     DisclosureRequest,
     Outcome,
     Register,
+    deadline,
 )
 from publisher.reports.entries import AnnualEntries, get_entries
 from publisher.store import schema as t
@@ -166,6 +167,8 @@ class AnnualReport:
     agency: str
     entries: AnnualEntries
     generated_at: datetime
+    #: the signature's date: generated_at in the site's timezone
+    generated_on: date | None = None
     published: int = 0
     by_category: list[tuple[str, str, int]] = field(default_factory=list)
     by_month: list[int] = field(default_factory=lambda: [0] * 12)
@@ -175,6 +178,8 @@ class AnnualReport:
     expired: int = 0
     late: int = 0
     late_corrections: int = 0
+    #: requests answered in the year after their deadline (no cell in the template: shown in 一)
+    late_answers: int = 0
     #: years of the period whose holiday schedule nobody entered (deadlines count weekends only)
     calendar_missing: list[int] = field(default_factory=list)
     #: legal kind -> made / repealed / in_force
@@ -187,6 +192,11 @@ class AnnualReport:
     @property
     def title(self) -> str:
         return f"{self.agency}{self.year}年政府信息公开工作年度报告"
+
+    @property
+    def signed_on(self) -> str:
+        day = self.generated_on or self.generated_at.date()
+        return f"{day.year}年{day.month}月{day.day}日"
 
 
 # -- computing -------------------------------------------------------------------------
@@ -204,13 +214,19 @@ async def build_report(store: SqlStore, year: int, *, now: datetime | None = Non
     """Count the year from the store and the register, with the year's entries."""
     entries = await get_entries(store, year)
     calendar = await load_calendar(store)
+    generated_at = now or utcnow()
     report = AnnualReport(
-        year=year, agency=store.config.site.agency, entries=entries, generated_at=now or utcnow()
+        year=year,
+        agency=store.config.site.agency,
+        entries=entries,
+        generated_at=generated_at,
+        generated_on=generated_at.astimezone(store.config.site.tz).date(),
     )
     await _publications(store, report, calendar)
     await _legal(store, report)
     requests = await Register(store).find(year=year)
     report.table3 = table3_counts(requests, year)
+    report.late_answers = count_late_answers(requests, year, calendar)
     report.calendar_missing = calendar.missing_years(date(year, 1, 1))
     return report
 
@@ -348,6 +364,19 @@ async def _legal(store: SqlStore, report: AnnualReport) -> None:
             cells["in_force"] += 1
 
 
+def count_late_answers(requests: list[DisclosureRequest], year: int, calendar: WorkCalendar) -> int:
+    """Requests closed in `year` after their working-day deadline (条例 Art33, with pauses
+    and the extension taken into account)."""
+    late = 0
+    for req in requests:
+        if req.closed_on is None or req.closed_on.year != year:
+            continue
+        due = deadline(req, calendar)
+        if due is not None and req.closed_on > due:
+            late += 1
+    return late
+
+
 def table3_counts(requests: list[DisclosureRequest], year: int) -> dict[str, dict[str, int]]:
     """Every cell of table 三 from the register: received in the year (一), open at its start
     (二), closed in it by outcome (三), open at its end (四)."""
@@ -461,6 +490,14 @@ def cells(report: AnnualReport) -> list[Cell]:
             "count",
             "次",
             report.late_corrections,
+        ),
+        Cell(
+            "summary",
+            "late_answers",
+            "逾期答复的政府信息公开申请（超过法定期限）",
+            "count",
+            "件",
+            report.late_answers,
         ),
     ]
     for slug, name, n in report.by_category:

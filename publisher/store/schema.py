@@ -505,3 +505,67 @@ digest_runs = sa.Table(
     #: null until every subscriber's row is queued (a crash mid-plan plans again)
     sa.Column("planned_at", UTCDateTime),
 )
+
+
+# -- notice boards (issue 7) --------------------------------------------------------------
+
+#: village and township notice boards (村务 / 政务公开栏). Each is a target of the board
+#: channel through its `endpoints` row (channel "board"; the fan-out plans "e:<id>"), which
+#: mirrors the non-personal fields; the operator's phone and email are personal data, kept
+#: only encrypted (publisher.addresses.AddressBox), like residents' addresses.
+boards = sa.Table(
+    "boards",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "endpoint_id", sa.Integer, sa.ForeignKey("endpoints.id"), nullable=False, unique=True
+    ),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("location", sa.Text, nullable=False),
+    #: A4 | A3
+    sa.Column("paper", sa.String(2), nullable=False),
+    #: portrait | landscape
+    sa.Column("orientation", sa.String(10), nullable=False),
+    #: category slugs it carries; empty means all
+    sa.Column("categories", sa.JSON, nullable=False),
+    #: the least number of days an item must stay posted before it is taken down
+    sa.Column("min_days", sa.Integer, nullable=False),
+    sa.Column("operator_phone_enc", sa.Text),
+    sa.Column("operator_email_enc", sa.Text),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+#: print packs: per board and item event, what to post and what to take down. The ledger
+#: subject of the board channel is "pack:<id>" (one row per pack: the board's endpoint)
+board_packs = sa.Table(
+    "board_packs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("board_id", sa.Integer, sa.ForeignKey("boards.id"), nullable=False, index=True),
+    #: the item event (publish, correct, withdraw, expire) the pack answers
+    sa.Column("event_id", sa.Integer, sa.ForeignKey("item_events.id"), nullable=False),
+    sa.Column("item_id", sa.String(36), sa.ForeignKey("items.id"), nullable=False, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    #: when the operator was told (transactional SMS / email queued); null: not yet
+    sa.Column("notified_at", UTCDateTime),
+    #: when posting was confirmed, and by whom ("operator" or a staff user name)
+    sa.Column("confirmed_at", UTCDateTime),
+    sa.Column("confirmed_by", sa.String(64)),
+    sa.UniqueConstraint("event_id", "board_id"),
+)
+
+#: the lines of a pack's cover sheet: post (a revision of an item) or take down (with why)
+board_pack_items = sa.Table(
+    "board_pack_items",
+    metadata,
+    sa.Column("pack_id", sa.Integer, sa.ForeignKey("board_packs.id"), primary_key=True),
+    sa.Column("item_id", sa.String(36), sa.ForeignKey("items.id"), primary_key=True, index=True),
+    #: post | takedown
+    sa.Column("action", sa.String(8), primary_key=True),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("index_no", sa.String(128)),
+    sa.Column("reason", sa.Text, nullable=False),
+)

@@ -8,7 +8,8 @@ from publisher.config import Config
 from publisher.delivery import DeliveryWorker
 from publisher.scheduler import PublicationScheduler
 from publisher.store.sql import SqlStore
-from publisher.web import api, deliveries, feeds, mail, openapi, preview, public, sms, ui
+from publisher.web import api, deliveries, feeds, mail, openapi, preview, public, resident, sms, ui
+from publisher.web import boards as notice_boards
 from publisher.web import reports as clocks_and_reports
 from publisher.web.auth import auth_middleware
 from publisher.web.keys import CONFIG, SCHEDULER, STORE, WORKER
@@ -49,5 +50,7 @@ def make_app(
     sms.setup(app, config)
     mail.setup(app, config)
     app.add_routes(preview.routes)
+    app.add_routes(notice_boards.routes)  # boards, packs, operators' links, layouts
     ui.setup(app, store)
+    app.add_routes(resident.routes)  # residents' subscribe pages and display modes
     return app

@@ -42,6 +42,24 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/staff/login"),
         ("POST", "/staff/login"),
         ("GET", "/static/ui/{name}"),
+        # notice boards: a published item's layout (public information), and the links in
+        # a board operator's SMS / email (each checks its signed token)
+        ("GET", "/items/{item_id}/board.pdf"),
+        ("GET", "/boards/{board_id}/packs/{pack_id}"),
+        ("GET", "/boards/{board_id}/packs/{pack_id}/confirm"),
+        ("POST", "/boards/{board_id}/packs/{pack_id}/confirm"),
+        # residents' pages (publisher.web.resident): display modes, subscribing and leaving
+        # by HTML form; each POST checks its double-submit CSRF token, the core's limits apply
+        ("GET", "/display"),
+        ("GET", "/subscribe"),
+        ("POST", "/subscribe/sms"),
+        ("GET", "/subscribe/sms/code"),
+        ("POST", "/subscribe/sms/verify"),
+        ("POST", "/subscribe/email"),
+        ("GET", "/subscribe/leave"),
+        ("POST", "/subscribe/leave"),
+        ("GET", "/subscribe/leave/code"),
+        ("POST", "/subscribe/leave/verify"),
     }
 )
 

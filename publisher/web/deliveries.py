@@ -12,6 +12,7 @@ from publisher.addresses import AddressBox, mask
 from publisher.errors import Unauthorized, ValidationFailed
 from publisher.ledger import DeliveryState, Ledger, item_rows
 from publisher.metrics import METRICS
+from publisher.packs import flags as board_flags
 from publisher.store import schema as t
 from publisher.web.api import _enum_param, _int_param, iso, json_response
 from publisher.web.keys import CONFIG, STORE, WORKER
@@ -66,6 +67,8 @@ async def item_deliveries(request: web.Request) -> web.Response:
             )).all()
         ) if eids else {}  # fmt: skip
     box = AddressBox(config.data_key()) if sealed else None
+    # notice boards: packs not confirmed in time (overdue), items taken down too soon
+    flagged = await board_flags(store, list(rows))
 
     def shown(target: str) -> str:
         kind, ident = target[:1], int(target[2:])
@@ -95,6 +98,7 @@ async def item_deliveries(request: web.Request) -> web.Response:
                     "sent_at": iso(r.sent_at, config),
                     "delivered_at": iso(r.delivered_at, config),
                     "updated_at": iso(r.updated_at, config),
+                    "flags": flagged.get(r.id, []),
                 }
                 for r in rows
             ],

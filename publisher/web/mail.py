@@ -31,8 +31,8 @@ from publisher.store.sql import SqlStore
 from publisher.subscriptions import TooManyRequests
 from publisher.web.api import json_response
 from publisher.web.keys import CONFIG, STORE, WORKER
-from publisher.web.problems import problem
-from publisher.web.public import SECURITY_HEADERS, environment, url_prefix
+from publisher.web.problems import problem, read_form
+from publisher.web.public import render_page, url_prefix
 
 log = logging.getLogger("publisher.mail")
 routes = web.RouteTableDef()
@@ -92,26 +92,16 @@ async def request_subscription(
 def _page(
     request: web.Request, heading: str, *, status: int = 200, message: str = "", **context: Any
 ) -> web.Response:
-    config = request.app[CONFIG]
     context.setdefault("manage_url", None)
-    html = (
-        environment()
-        .get_template("public/subscription.html")
-        .render(
-            site_name=config.site.name,
-            home_url=url_prefix(config) + "/",
-            heading=heading,
-            message=message,
-            mode=context.pop("mode", ""),
-            **context,
-        )
-    )
-    return web.Response(
-        text=html,
+    # the display toggles come back here only on a GET: a POST's page cannot be fetched again
+    return render_page(
+        request,
+        "public/subscription.html",
         status=status,
-        content_type="text/html",
-        charset="utf-8",
-        headers=SECURITY_HEADERS,
+        heading=heading,
+        message=message,
+        mode=context.pop("mode", ""),
+        **context,
     )
 
 
@@ -239,7 +229,7 @@ async def manage(request: web.Request) -> web.Response:
     flow, recipient = await _subscriber(request, LinkPurpose.MANAGE)
     if recipient is None:
         return _bad_link(request)
-    form = await request.post()
+    form = await read_form(request)
     if form.get("action") == "leave":
         await flow.leave(recipient, how="email_manage_page")
         log.info("email subscriber %s left from the manage page", recipient.masked)
@@ -278,7 +268,7 @@ async def unsubscribe(request: web.Request) -> web.Response:
     flow, recipient = await _subscriber(request, LinkPurpose.UNSUBSCRIBE)
     if recipient is None:
         return _bad_link(request)
-    form = await request.post()
+    form = await read_form(request)
     one_click = form.get("List-Unsubscribe") == "One-Click"
     if recipient.status is not RecipientStatus.UNSUBSCRIBED:
         await flow.leave(recipient, how="email_one_click" if one_click else "email_link")

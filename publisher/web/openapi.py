@@ -11,6 +11,8 @@ from publisher import __version__
 from publisher.content import ItemCreate, ItemPatch
 from publisher.web.api import ApproveBody, ReasonRequired, TransitionBody, json_response
 from publisher.web.auth import PUBLIC_ROUTES
+from publisher.web.boards import OPENAPI_MODELS as BOARD_MODELS
+from publisher.web.boards import OPENAPI_PATHS as BOARD_PATHS
 from publisher.web.reports import OPENAPI_MODELS as REPORT_MODELS
 from publisher.web.reports import OPENAPI_PATHS as REPORT_PATHS
 from publisher.web.sms import SubscribeBody, VerifyBody
@@ -51,6 +53,11 @@ def _problems(*codes: int) -> dict[str, Any]:
         }
         for c in codes
     }
+
+
+def _html(*codes: int) -> dict[str, Any]:
+    """Errors of the residents' HTML pages: HTML pages, not problem documents."""
+    return {str(c): {"description": "text/html"} for c in codes}
 
 
 _ITEM = {"description": "the item", "content": {"application/json": {"schema": {"type": "object"}}}}
@@ -349,6 +356,82 @@ PATHS: dict[str, dict[str, Any]] = {
             },
         },
     },
+    # residents' HTML forms (publisher.web.resident); every POST needs the csrf_token field
+    # matching the gk_form cookie (double submit), else 403; errors are HTML pages
+    "/display": {
+        "get": {
+            "summary": "Large type / high contrast on or off (large, contrast: 1 or 0), "
+            "then back to `back`",
+            "responses": {"303": {"description": "sets gk_display"}, **_html(400)},
+        }
+    },
+    "/subscribe": {
+        "get": {
+            "summary": "The subscribe page: SMS, email and feed forms; ?category= ticks one",
+            "responses": {"200": {"description": "text/html"}, **_html(400)},
+        }
+    },
+    "/subscribe/sms": {
+        "post": {
+            "summary": "Form: number, categories; sends a code as POST /api/v1/subscribers",
+            "responses": {
+                "303": {"description": "to the code form"},
+                **_html(403, 404, 422, 429, 503),
+            },
+        }
+    },
+    "/subscribe/sms/code": {
+        "get": {
+            "summary": "The code form (ticket: the number, sealed)",
+            "responses": {"200": {"description": "text/html"}, **_html(410, 503)},
+        }
+    },
+    "/subscribe/sms/verify": {
+        "post": {
+            "summary": "Form: ticket, code; subscribes as POST /api/v1/subscribers/verify",
+            "responses": {
+                "200": {"description": "subscribed (HTML)"},
+                **_html(403, 410, 422, 429, 503),
+            },
+        }
+    },
+    "/subscribe/email": {
+        "post": {
+            "summary": "Form: email, categories, frequency; queues the confirmation mail",
+            "responses": {
+                "202": {"description": "check your mail (HTML)"},
+                **_html(403, 404, 422, 429, 503),
+            },
+        }
+    },
+    "/subscribe/leave": {
+        "get": {
+            "summary": "Leaving SMS: the number form",
+            "responses": {"200": {"description": "text/html"}, **_html(404)},
+        },
+        "post": {
+            "summary": "Form: number; sends a code for leaving",
+            "responses": {
+                "303": {"description": "to the code form"},
+                **_html(403, 404, 422, 429, 503),
+            },
+        },
+    },
+    "/subscribe/leave/code": {
+        "get": {
+            "summary": "The code form for leaving (ticket: the number, sealed)",
+            "responses": {"200": {"description": "text/html"}, **_html(410, 503)},
+        }
+    },
+    "/subscribe/leave/verify": {
+        "post": {
+            "summary": "Form: ticket, code; unsubscribes and suppresses the number",
+            "responses": {
+                "200": {"description": "unsubscribed (HTML)"},
+                **_html(403, 410, 422, 429, 503),
+            },
+        }
+    },
     "/static/ui/{name}": {
         "get": {
             "summary": "The staff pages' stylesheet and script",
@@ -368,6 +451,7 @@ PATHS: dict[str, dict[str, Any]] = {
         }
     },
     **REPORT_PATHS,  # clocks, request register and annual report (publisher.web.reports)
+    **BOARD_PATHS,  # notice boards, print packs, operators' links (publisher.web.boards)
 }
 
 MODELS: list[type[BaseModel]] = [
@@ -382,6 +466,7 @@ MODELS: list[type[BaseModel]] = [
 
 
 MODELS.extend(REPORT_MODELS)
+MODELS.extend(BOARD_MODELS)
 
 
 def build_document() -> dict[str, Any]:

@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from multidict import MultiDictProxy
 from pydantic import ValidationError
 
 from publisher.errors import PublisherError
@@ -65,6 +67,21 @@ def validation_problem(exc: ValidationError, instance: str) -> web.Response:
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     detail = f"{first['field'] or 'body'}: {first['message']}{more}"
     return problem(422, "validation", "Invalid input", detail, instance, errors=errors)
+
+
+class MalformedBody(PublisherError):
+    kind = "malformed-body"
+    title = "Malformed request body"
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[Any]:
+    """The posted form; a body aiohttp cannot parse (a broken multipart, bytes that are not
+    form encoding) is the client's fault: MalformedBody (400), never a 500."""
+    try:
+        return await request.post()
+    except (ValueError, HttpProcessingError) as exc:
+        reason = exc.message if isinstance(exc, HttpProcessingError) else str(exc)
+        raise MalformedBody(f"the form could not be read: {reason}") from None
 
 
 @web.middleware

@@ -1,7 +1,8 @@
 """Public pages for residents, no login: the catalogue (信息公开目录) at ``/`` and each
 item at ``/items/{item_id}``.
 
-Server-rendered HTML in Simplified Chinese (Jinja2, autoescaped, no script at all).
+Server-rendered HTML in Simplified Chinese (Jinja2, autoescaped, no script at all),
+shown in large type and/or high contrast when the resident chose so (publisher.web.display).
 Only published proactive items are visible; anything else is a 404 that looks the
 same as an unknown id, so a page never reveals that a draft or a withheld item exists.
 
@@ -32,6 +33,8 @@ from publisher.errors import NotFound
 from publisher.models import Disclosure, Item, ItemStatus, RelationKind
 from publisher.store.sql import EventKind, ItemQuery, SqlStore
 from publisher.text import render_body
+from publisher.web.display import display_of, toggle_urls
+from publisher.web.i18n import html_lang, translations
 from publisher.web.keys import CONFIG, STORE
 
 routes = web.RouteTableDef()
@@ -49,6 +52,8 @@ SECURITY_HEADERS: Mapping[str, str] = {
     "Referrer-Policy": "same-origin",
     # withdrawn items must disappear at once: caches revalidate every time
     "Cache-Control": "no-cache",
+    # large type and high contrast are a cookie (publisher.web.display)
+    "Vary": "Cookie",
 }
 
 PER_PAGE = 20
@@ -86,16 +91,62 @@ class CatalogueFilters:
 # -- templates -----------------------------------------------------------------------
 
 
-@lru_cache(maxsize=1)
-def environment() -> jinja2.Environment:
+@lru_cache(maxsize=8)
+def environment(language: str = "zh_CN") -> jinja2.Environment:
+    """The public pages' templates, their strings translated into `language` (ui.language)."""
     if not (TEMPLATES_DIR / "public").is_dir():
         raise RuntimeError(f"the page templates are missing: no folder {TEMPLATES_DIR}/public")
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        extensions=["jinja2.ext.i18n"],
+    )
+    env.install_gettext_translations(translations(language), newstyle=True)  # type: ignore[attr-defined]
+    return env
+
+
+def page_context(request: web.Request, *, back: str | None = None) -> dict[str, Any]:
+    """What public/base.html needs: the site, the language, the display mode and its
+    toggles (which return to `back`, by default this page when it was a GET)."""
+    config = request.app[CONFIG]
+    prefix = url_prefix(config)
+    display = display_of(request)
+    if back is None:
+        back = prefix + (request.path_qs if request.method in ("GET", "HEAD") else "/")
+    return {
+        "site_name": config.site.name,
+        "home_url": prefix + "/",
+        "subscribe_url": prefix + "/subscribe",
+        "lang": html_lang(config.ui.language),
+        "display": display,
+        **toggle_urls(prefix, display, back),
+    }
+
+
+def render_page(
+    request: web.Request,
+    template: str,
+    *,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+    back: str | None = None,
+    **context: Any,
+) -> web.Response:
+    """A public page from templates/<template> on public/base.html."""
+    html = (
+        environment(request.app[CONFIG].ui.language)
+        .get_template(template)
+        .render(**{**page_context(request, back=back), **context})
+    )
+    return web.Response(
+        text=html,
+        status=status,
+        content_type="text/html",
+        charset="utf-8",
+        headers={**SECURITY_HEADERS, **(headers or {})},
     )
 
 
@@ -111,20 +162,7 @@ def _templates_fingerprint() -> str:
 def _render(
     request: web.Request, template: str, *, status: int = 200, **context: Any
 ) -> web.Response:
-    config = request.app[CONFIG]
-    prefix = url_prefix(config)
-    html = (
-        environment()
-        .get_template(f"public/{template}")
-        .render(site_name=config.site.name, home_url=prefix + "/", **context)
-    )
-    return web.Response(
-        text=html,
-        status=status,
-        content_type="text/html",
-        charset="utf-8",
-        headers=SECURITY_HEADERS,
-    )
+    return render_page(request, f"public/{template}", status=status, **context)
 
 
 def _error_page(request: web.Request, status: int, heading: str, message: str) -> web.Response:
@@ -180,6 +218,21 @@ async def visible_item(store: SqlStore, item_id: str) -> Item | None:
     return item if is_visible(item) else None
 
 
+def subscribe_links(config: Config, prefix: str, category: str | None) -> dict[str, Any]:
+    """ "Subscribe to this category" (every category when None): the subscribe page's SMS
+    and email forms with the category ticked, and the feeds; a channel turned off is left out."""
+    query = f"?{urlencode({'category': category})}" if category else ""
+    feed = category or "all"
+    channels = config.channels
+    return {
+        "category": category_name(config, category) if category else None,
+        "sms_url": f"{prefix}/subscribe{query}#sms" if channels.sms.enabled else None,
+        "email_url": f"{prefix}/subscribe{query}#email" if channels.email.enabled else None,
+        "rss_url": f"{prefix}/feeds/{feed}.rss" if channels.rss.enabled else None,
+        "atom_url": f"{prefix}/feeds/{feed}.atom" if channels.rss.enabled else None,
+    }
+
+
 def _not_modified(request: web.Request, etag: str) -> bool:
     # If-None-Match uses the weak comparison (RFC 9110 §13.1.2)
     return any(tag.value in (etag, "*") for tag in request.if_none_match or ())
@@ -209,6 +262,7 @@ async def item_page(request: web.Request) -> web.Response:
         [
             _templates_fingerprint(),
             config.site.model_dump_json(),
+            display_of(request).cookie_value,  # large type, high contrast
             category_name(config, item.content.category),
             item.etag,
             *(other.etag for _, other in related),
@@ -236,6 +290,7 @@ async def item_page(request: web.Request) -> web.Response:
         ],
         category_url=catalogue_url(prefix, CatalogueFilters(None, content.category, None, 1)),
         category_label=category_name(config, content.category),
+        subscribe=subscribe_links(config, prefix, content.category),
         body_html=Markup(render_body(content.body)),  # sanitized by nh3: safe to insert
         attachments=[
             {
@@ -377,6 +432,7 @@ async def catalogue(request: web.Request) -> web.Response:
             prefix, CatalogueFilters(filters.text, None, filters.year, 1)
         ),
         years=years,
+        subscribe=subscribe_links(config, prefix, filters.category),
         rows=[
             {
                 "url": f"{prefix}/items/{i.id}",

@@ -222,6 +222,21 @@ async def put_report_entries(request: web.Request) -> web.Response:
     return json_response((await get_entries(store, year)).model_dump(mode="json"))
 
 
+@routes.post("/api/v1/reports/annual/{year}/item")
+async def annual_report_item(request: web.Request) -> web.Response:
+    """The report as a DRAFT item (body in Markdown, the PDF attached), for the usual review
+    and publication; 409 naming the cell when it does not add up."""
+    from publisher.reports.publish import publish_as_item
+    from publisher.web.api import _actor, item_json
+
+    year = _year(request)
+    config = request.app[CONFIG]
+    item = await publish_as_item(request.app[STORE], year, actor=_actor(request))
+    resp = json_response(item_json(item, config), status=201, etag=item.etag)
+    resp.headers["Location"] = f"/api/v1/items/{item.id}"
+    return resp
+
+
 @routes.get("/reports/annual/{year}")
 async def annual_report(request: web.Request) -> web.Response:
     """The report in the 2021 template; 409 naming the cell when it does not add up."""
@@ -267,7 +282,8 @@ def _param(name: str, where: str = "path", kind: str = "integer") -> dict[str, A
     return {"name": name, "in": where, "required": where == "path", "schema": {"type": kind}}
 
 
-_OK = {"description": "ok", "content": {"application/json": {"schema": {"type": "object"}}}}
+_OK_BODY = {"content": {"application/json": {"schema": {"type": "object"}}}}
+_OK = {"description": "ok", **_OK_BODY}
 _REQ = _param("request_id")
 
 
@@ -348,6 +364,18 @@ OPENAPI_PATHS: dict[str, dict[str, Any]] = {
             "requestBody": _json_body(AnnualEntries),
             "responses": {"200": _OK, **_problems(401, 413, 415, 422)},
         },
+    },
+    "/api/v1/reports/annual/{year}/item": {
+        "post": {
+            "summary": "Create a draft item of the year's report (title 「<agency><year>年政府信息"
+            "公开工作年度报告」, category `reports.category`, the report as Markdown, the PDF "
+            "attached) for review and publication; 409 naming the cell when it does not add up",
+            "parameters": [_param("year")],
+            "responses": {
+                "201": {"description": "the draft item (as GET /api/v1/items/{id})", **_OK_BODY},
+                **_problems(401, 403, 409, 422),
+            },
+        }
     },
     "/reports/annual/{year}": {
         "get": {

@@ -191,6 +191,13 @@ def _report(**table3_changes: dict[str, int]) -> AnnualReport:
     return AnnualReport(year=YEAR, agency="上余镇人民政府", entries=AnnualEntries(), generated_at=NOW, table3=table3)  # fmt: skip
 
 
+def test_the_stylesheet_reaches_the_page_unescaped() -> None:
+    # escaped, its quotes became &#34; and WeasyPrint dropped the fonts and page numbers
+    page = render(_report(), ReportFormat.HTML).decode()
+    style = page.split("<style>", 1)[1].split("</style>", 1)[0]
+    assert '"Noto Serif CJK SC"' in style and "&#34;" not in style
+
+
 @pytest.mark.parametrize(
     ("changes", "cell"),
     [

@@ -94,3 +94,35 @@ def test_requests_and_the_report(site: Path, tmp_path: Path) -> None:
     ok(cli(site, "report", "entries", "2025", "--set", "table4.reconsideration.upheld=1"))
     one_line_error(cli(site, "report", "annual", "2025", "--format", "csv"), "表四 行政复议 总计")
     assert "no item within" in ok(cli(site, "items", "due")).stdout
+
+
+def test_the_report_as_a_draft_item(site: Path, tmp_path: Path) -> None:
+    ok(cli(site, "user", "add", "erin", "--role", "editor"))
+    ok(cli(site, "user", "add", "rita", "--role", "reviewer"))
+    ok(cli(site, "report", "entries", "2023", "--set", "table4.reconsideration.upheld=1"))
+    results = parallel(
+        lambda: cli(site, "report", "annual", "2024", "--as-item"),
+        lambda: cli(site, "report", "annual", "2024", "--as-item", "--author", "rita"),
+        lambda: cli(site, "report", "annual", "2024", "--as-item", "--author", "nobody"),
+        lambda: cli(site, "report", "annual", "2024", "--as-item", "--author", "erin", "--out", str(tmp_path / "r.pdf")),
+        lambda: cli(site, "report", "annual", "2024", "--author", "erin"),
+        lambda: cli(site, "report", "annual", "2023", "--as-item", "--author", "erin"),
+    )  # fmt: skip
+    needles = [
+        ("--as-item", "--author"),
+        ("--author rita", "reviewer"),
+        ("--author nobody", "no such user"),
+        ("--as-item", "--out"),
+        ("--author", "only with --as-item"),
+        ("表四 行政复议 总计",),
+    ]
+    for result, words in zip(results, needles, strict=True):
+        one_line_error(result, *words)
+
+    out = ok(cli(site, "report", "annual", "2024", "--as-item", "--author", "erin")).stdout
+    assert "上余镇人民政府2024年政府信息公开工作年度报告" in out
+    item_id = out.split()[2].rstrip(":")
+    shown = listed(cli(site, "items", "show", item_id, "--json"))
+    assert shown["status"] == "draft" and shown["created_by"] == "erin"
+    assert shown["category"] == "zwgk"
+    assert [a["filename"] for a in shown["attachments"]] == ["2024年政府信息公开工作年度报告.pdf"]

@@ -36,6 +36,7 @@ from publisher.models import (
 from publisher.store import schema as t
 from publisher.store.sql import Actor, SqlStore
 from publisher.web.keys import CONFIG, SCHEDULER, STORE
+from publisher.web.problems import read_form
 from publisher.web.ui import views
 from publisher.web.ui.preview import previews
 from publisher.web.ui.render import gettext_for, render
@@ -312,7 +313,7 @@ async def update_item(request: web.Request) -> web.StreamResponse:
 
 
 async def _save(request: web.Request, item: Item | None) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     state = form_from_post(form)
     action = form.get("action", "save")
     content = await content_of(request, state)
@@ -384,7 +385,7 @@ async def _chunks(upload: web.FileField) -> AsyncIterator[bytes]:
 @routes.post("/staff/preview")
 async def preview_fragment(request: web.Request) -> web.Response:
     """The previews alone, for the script that refreshes them as the text is typed."""
-    form = await request.post()
+    form = await read_form(request)
     state = form_from_post(form)
     store = request.app[STORE]
     item = None

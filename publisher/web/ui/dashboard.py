@@ -17,6 +17,7 @@ from publisher.models import Action, Channel, Item, ItemStatus, Role
 from publisher.store import schema as t
 from publisher.store.sql import utcnow
 from publisher.web.keys import CONFIG, STORE, WORKER
+from publisher.web.problems import read_form
 from publisher.web.ui import views
 from publisher.web.ui.compose import _item, _staff, editable
 from publisher.web.ui.render import gettext_for, render
@@ -238,7 +239,7 @@ async def submit(request: web.Request) -> web.StreamResponse:
 @routes.post("/staff/items/{item_id}/withdraw")
 async def withdraw(request: web.Request) -> web.StreamResponse:
     item = await _item(request)
-    form = await request.post()
+    form = await read_form(request)
     reason = form.get("reason")
     reason = reason.strip()[:2000] if isinstance(reason, str) else ""
     if not reason:

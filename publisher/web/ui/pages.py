@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from publisher.models import ItemStatus, Role
 from publisher.sessions import LockedOut, LoginFailed
@@ -62,7 +63,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     _ = gettext_for(request).gettext
     try:
         form = await request.post()
-    except ValueError:
+    except (ValueError, HttpProcessingError):  # a malformed body: carries no token
         form = None
     field = {k: v for k, v in (form or {}).items() if isinstance(v, str)}
     if not tokens_match(field.get(CSRF_FIELD, ""), request.cookies.get(LOGIN_COOKIE, "")):

@@ -18,18 +18,17 @@ import gettext as gettext_module
 import secrets
 from collections.abc import Mapping
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import jinja2
 from aiohttp import web
 
+from publisher.web.i18n import DOMAIN, LOCALE_DIR, html_lang, translations
 from publisher.web.keys import CONFIG
 from publisher.web.public import TEMPLATES_DIR, url_prefix
 
-#: the top-level locale/ of the checkout
-LOCALE_DIR = Path(__file__).resolve().parents[3] / "locale"
-DOMAIN = "messages"
+__all__ = ["DOMAIN", "LOCALE_DIR", "environment", "html_lang", "render", "translations"]
+
 STATIC_DIR = TEMPLATES_DIR / "static"
 
 #: staff pages may run the one script file served from /static/ui/ and nothing inline
@@ -44,14 +43,6 @@ SECURITY_HEADERS: Mapping[str, str] = {
     "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
 }
-
-
-@lru_cache(maxsize=8)
-def translations(language: str) -> gettext_module.NullTranslations:
-    """The catalogue for `language`; the source (English) strings if there is none."""
-    return gettext_module.translation(
-        DOMAIN, localedir=LOCALE_DIR, languages=[language], fallback=True
-    )
 
 
 @lru_cache(maxsize=8)
@@ -70,10 +61,6 @@ def environment(language: str) -> jinja2.Environment:
 
 def gettext_for(request: web.Request) -> gettext_module.NullTranslations:
     return translations(request.app[CONFIG].ui.language)
-
-
-def html_lang(language: str) -> str:
-    return language.replace("_", "-")
 
 
 def render(

@@ -13,6 +13,7 @@ from publisher.pii import PiiKind
 from publisher.store.sql import Actor, PersonalDataNotAcknowledged, scan_revision
 from publisher.text import render_body
 from publisher.web.keys import CONFIG, SCHEDULER, STORE, WORKER
+from publisher.web.problems import read_form
 from publisher.web.ui import views
 from publisher.web.ui.compose import _item, _staff
 from publisher.web.ui.preview import previews
@@ -148,7 +149,7 @@ async def approve(request: web.Request) -> web.StreamResponse:
     blocked = why_not(request, item)
     if blocked:
         return await _review_page(request, item, error=blocked, status=403)
-    form = await request.post()
+    form = await read_form(request)
     resend = None
     if item.pending is not None:
         resend = frozenset(
@@ -182,7 +183,7 @@ async def approve(request: web.Request) -> web.StreamResponse:
 async def reject(request: web.Request) -> web.StreamResponse:
     item = await _item(request)
     _ = gettext_for(request).gettext
-    form = await request.post()
+    form = await read_form(request)
     reason = form.get("reason")
     reason = reason.strip()[:2000] if isinstance(reason, str) else ""
     if not reason:

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from publisher.sessions import Sessions, StaffSession
 from publisher.web.keys import CONFIG, USER_KEY
@@ -95,7 +96,7 @@ async def submitted_token(request: web.Request) -> str:
     if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
         try:
             form = await request.post()
-        except ValueError:  # a malformed body: treated as carrying no token
+        except (ValueError, HttpProcessingError):  # a malformed body: carries no token
             return ""
         value = form.get(CSRF_FIELD)
         return value if isinstance(value, str) else ""
