@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
 from typing import Any
-from urllib.parse import quote
 
 import sqlalchemy as sa
 
@@ -50,7 +49,7 @@ from publisher.models import Disclosure, ItemStatus
 from publisher.recipients import Recipients, RecipientStatus
 from publisher.store import schema as t
 from publisher.store.sql import EventKind, SqlStore, utcnow
-from publisher.text import derive_summary, render_body
+from publisher.subjects import attachment_links, content_subject
 
 log = logging.getLogger("publisher.delivery")
 
@@ -510,7 +509,6 @@ class DeliveryWorker:
         item = await self.store.get_item(ev.item_id)
         rev = await self.store.get_revision(ev.item_id, ev.revision)
         c = rev.content
-        cat = self.config.category(c.category)
         base = self.config.site.public_base
         related: list[dict[str, Any]] = []
         for rel in c.related:
@@ -531,40 +529,18 @@ class DeliveryWorker:
                         "url": f"{base}/items/{other.id}",
                     }
                 )
-        subject = Subject(
+        subject = content_subject(
+            self.config,
+            c,
             key=key,
             kind=ev.kind,
             item_id=item.id,
             revision=rev.number,
-            title=c.title,
-            summary=c.summary or derive_summary(c.body, self.config.items.summary_chars),
-            body=c.body,
-            body_html=render_body(c.body),
-            category=c.category,
-            category_name=cat.name if cat else c.category,
-            agency=c.agency,
             index_no=item.index_no,
-            doc_no=c.doc_no,
-            written_at=c.written_at,
             published_at=item.published_at,
-            urgent=c.urgent,
-            public_url=f"{base}/items/{item.id}",
-            correction_note=rev.correction_note,
-            attachments=tuple(
-                {
-                    "filename": a.filename,
-                    "content_type": a.content_type,
-                    "sha256": a.sha256,
-                    "size": a.size,
-                    # percent-encoded: names hold spaces and Chinese characters
-                    "url": f"{base}/items/{item.id}/attachments/{a.id}/{quote(a.filename)}",
-                }
-                for a in item.attachments
-                if a.revision <= rev.number
-            ),
-            site_name=self.config.site.name,
             event_at=ev.created_at,
-            expires_at=c.expires_at,
+            correction_note=rev.correction_note,
+            attachments=attachment_links(self.config, item.id, item.attachments, rev.number),
             related=tuple(related),
         )
         return subject

@@ -20,7 +20,7 @@ from publisher.errors import ConfigError
 from publisher.fanout import _takes
 from publisher.models import Item
 from publisher.store.sql import SqlStore
-from publisher.text import derive_summary, render_body
+from publisher.subjects import attachment_links, content_subject
 from publisher.web.api import json_response
 from publisher.web.keys import CONFIG, STORE
 
@@ -33,31 +33,18 @@ SAMPLE_TARGETS = {"portal": "https://portal.example.invalid/push", "rss": "all"}
 def item_subject(config: Config, item: Item) -> Subject:
     """The subject a publication of the revision under review (or the live one) would be."""
     rev = item.pending or item.revision
-    c = rev.content
-    cat = config.category(c.category)
-    base = config.site.public_base
-    return Subject(
+    return content_subject(
+        config,
+        rev.content,
         key="preview",
         kind="published" if item.pending is None or item.published_at is None else "corrected",
         item_id=item.id,
         revision=rev.number,
-        title=c.title,
-        summary=c.summary or derive_summary(c.body, config.items.summary_chars),
-        body=c.body,
-        body_html=render_body(c.body),
-        category=c.category,
-        category_name=cat.name if cat else c.category,
-        agency=c.agency,
         index_no=item.index_no,
-        doc_no=c.doc_no,
-        written_at=c.written_at,
         published_at=item.published_at,
-        urgent=c.urgent,
-        public_url=f"{base}/items/{item.id}",
-        correction_note=rev.correction_note,
-        site_name=config.site.name,
         event_at=item.updated_at,
-        expires_at=c.expires_at,
+        correction_note=rev.correction_note,
+        attachments=attachment_links(config, item.id, item.attachments, rev.number),
     )
 
 

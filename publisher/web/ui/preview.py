@@ -22,7 +22,7 @@ from publisher.config import Config
 from publisher.models import Channel, Content, Item
 from publisher.store import schema as t
 from publisher.store.sql import SqlStore, utcnow
-from publisher.text import derive_summary, render_body
+from publisher.subjects import attachment_links, content_subject
 
 #: a sample target per channel: previews never name a real resident or endpoint
 SAMPLE_TARGETS: dict[str, Target] = {
@@ -55,29 +55,18 @@ def subject_for(
     config: Config, content: Content, item: Item | None, *, now: datetime | None = None
 ) -> Subject:
     item_id = item.id if item is not None else PLACEHOLDER_ID
-    base = config.site.public_base
-    category = config.category(content.category)
-    return Subject(
+    revision = item.revision.number if item else 1
+    return content_subject(
+        config,
+        content,
         key="preview",
         kind="published",
         item_id=item_id,
-        revision=(item.revision.number if item else 1),
-        title=content.title,
-        summary=content.summary or derive_summary(content.body, config.items.summary_chars),
-        body=content.body,
-        body_html=render_body(content.body),
-        category=content.category,
-        category_name=category.name if category else content.category,
-        agency=content.agency,
+        revision=revision,
         index_no=item.index_no if item is not None else None,
-        doc_no=content.doc_no,
-        written_at=content.written_at,
         published_at=(item.published_at if item and item.published_at else now or utcnow()),
-        urgent=content.urgent,
-        public_url=f"{base}/items/{item_id}",
-        site_name=config.site.name,
         event_at=now or utcnow(),
-        expires_at=content.expires_at,
+        attachments=(attachment_links(config, item.id, item.attachments, revision) if item else ()),
     )
 
 
