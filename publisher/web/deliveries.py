@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
+from collections.abc import Iterable
 
 import sqlalchemy as sa
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from publisher.addresses import AddressBox, mask
-from publisher.errors import Unauthorized, ValidationFailed
+from publisher.config import Config
+from publisher.errors import ConfigError, Unauthorized, ValidationFailed
 from publisher.ledger import DeliveryState, Ledger, item_rows
 from publisher.metrics import METRICS
 from publisher.packs import flags as board_flags
@@ -18,6 +21,44 @@ from publisher.web.api import _enum_param, _int_param, iso, json_response
 from publisher.web.keys import CONFIG, STORE, WORKER
 
 routes = web.RouteTableDef()
+
+
+async def target_labels(
+    conn: AsyncConnection, config: Config, targets: Iterable[str], *, erased: str = "(erased)"
+) -> dict[str, str]:
+    """What staff see for each ledger target: a resident's address masked (138****1234),
+    an endpoint's name; `erased` where the resident is gone or the key cannot read it."""
+    targets = list(targets)
+    rids = [int(x[2:]) for x in targets if x.startswith("r:")]
+    eids = [int(x[2:]) for x in targets if x.startswith("e:")]
+    r, e = t.recipients, t.endpoints
+    sealed = (
+        dict((await conn.execute(sa.select(r.c.id, r.c.address_enc).where(r.c.id.in_(rids)))).all())
+        if rids
+        else {}
+    )
+    names = (
+        dict((await conn.execute(sa.select(e.c.id, e.c.name).where(e.c.id.in_(eids)))).all())
+        if eids
+        else {}
+    )
+    box = None
+    if sealed:
+        try:
+            box = AddressBox(config.data_key())
+        except ConfigError:  # no key here: show that an address exists, not what it is
+            box = None
+    labels = {}
+    for target in targets:
+        kind, _, ident = target.partition(":")
+        if kind == "r":
+            enc = sealed.get(int(ident))
+            labels[target] = mask(box.open(enc)) if (box and enc) else erased
+        elif kind == "e":
+            labels[target] = str(names.get(int(ident), target))
+        else:
+            labels[target] = target
+    return labels
 
 
 @routes.get("/api/v1/items/{item_id}/deliveries")
@@ -54,28 +95,9 @@ async def item_deliveries(request: web.Request) -> web.Response:
                 .offset((page - 1) * per_page)
             )
         ).all()
-        rids = [int(r.target[2:]) for r in rows if r.target.startswith("r:")]
-        eids = [int(r.target[2:]) for r in rows if r.target.startswith("e:")]
-        sealed = dict(
-            (await conn.execute(
-                sa.select(t.recipients.c.id, t.recipients.c.address_enc).where(t.recipients.c.id.in_(rids))
-            )).all()
-        ) if rids else {}  # fmt: skip
-        names = dict(
-            (await conn.execute(
-                sa.select(t.endpoints.c.id, t.endpoints.c.name).where(t.endpoints.c.id.in_(eids))
-            )).all()
-        ) if eids else {}  # fmt: skip
-    box = AddressBox(config.data_key()) if sealed else None
+        labels = await target_labels(conn, config, [r.target for r in rows])
     # notice boards: packs not confirmed in time (overdue), items taken down too soon
     flagged = await board_flags(store, list(rows))
-
-    def shown(target: str) -> str:
-        kind, ident = target[:1], int(target[2:])
-        if kind == "r":
-            enc = sealed.get(ident)
-            return mask(box.open(enc)) if (box and enc) else "(erased)"
-        return str(names.get(ident, target))
 
     return json_response(
         {
@@ -87,7 +109,7 @@ async def item_deliveries(request: web.Request) -> web.Response:
                     "subject": r.subject,
                     "event": r.kind or r.subject.partition(":")[0],
                     "channel": r.channel,
-                    "target": shown(r.target),
+                    "target": labels[r.target],
                     "state": r.state,
                     "attempts": r.attempts,
                     "reason": r.reason,

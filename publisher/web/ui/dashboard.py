@@ -10,12 +10,12 @@ from typing import Any
 import sqlalchemy as sa
 from aiohttp import web
 
-from publisher.addresses import AddressBox, mask
-from publisher.errors import ConfigError, PublisherError
+from publisher.errors import PublisherError
 from publisher.ledger import FINAL, DeliveryState, Ledger
 from publisher.models import Action, Channel, Item, ItemStatus, Role
 from publisher.store import schema as t
 from publisher.store.sql import utcnow
+from publisher.web.deliveries import target_labels
 from publisher.web.keys import CONFIG, STORE, WORKER
 from publisher.web.problems import read_form
 from publisher.web.ui import views
@@ -82,36 +82,12 @@ async def attention_rows(request: web.Request, item: Item) -> list[dict[str, Any
                 .limit(ATTENTION_ROWS)
             )
         ).all()
-        rids = [int(r.target[2:]) for r in rows if r.target.startswith("r:")]
-        eids = [int(r.target[2:]) for r in rows if r.target.startswith("e:")]
-        sealed = dict(
-            (await conn.execute(
-                sa.select(t.recipients.c.id, t.recipients.c.address_enc).where(t.recipients.c.id.in_(rids))
-            )).all()
-        ) if rids else {}  # fmt: skip
-        names = dict(
-            (await conn.execute(
-                sa.select(t.endpoints.c.id, t.endpoints.c.name).where(t.endpoints.c.id.in_(eids))
-            )).all()
-        ) if eids else {}  # fmt: skip
-    box = None
-    if sealed:
-        try:
-            box = AddressBox(config.data_key())
-        except ConfigError:
-            box = None
-
-    def shown(target: str) -> str:
-        kind, ident = target[:1], int(target[2:])
-        if kind == "r":
-            enc = sealed.get(ident)
-            return mask(box.open(enc)) if (box and enc) else "—"
-        return str(names.get(ident, target))
+        labels = await target_labels(conn, config, [r.target for r in rows], erased="—")
 
     return [
         {
             "channel": views.channel_label(request, r.channel),
-            "target": shown(r.target),
+            "target": labels[r.target],
             "state": views.state_label(request, r.state),
             "reason": r.reason or "",
             "error": (r.last_error or "")[:200],
