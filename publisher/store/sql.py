@@ -235,7 +235,20 @@ class SqlStore:
     async def set_password(self, name: str, password: str) -> None:
         if len(password) < 8:
             raise ValidationFailed("password: at least 8 characters")
-        await self._update_user(name, password_hash=_hasher.hash(password))
+        password_hash = _hasher.hash(password)
+        async with self.write() as conn:
+            res = await conn.execute(
+                t.users.update()
+                .where(t.users.c.name == name)
+                .values(password_hash=password_hash)
+                .returning(t.users.c.id)
+            )
+            uid = res.scalar()
+            if uid is None:
+                raise NotFound(f"no user named {name!r}")
+            # a new password ends every session opened with the old one (a stolen
+            # session must not outlive the reset meant to stop it)
+            await conn.execute(t.staff_sessions.delete().where(t.staff_sessions.c.user_id == uid))
 
     async def disable_user(self, name: str) -> None:
         await self._update_user(name, disabled=True)

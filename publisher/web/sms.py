@@ -16,6 +16,7 @@ import hmac
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -316,4 +317,6 @@ async def short_link(request: web.Request) -> web.Response:
     item_id = await request.app[SMS].links.resolve(request.app[STORE], request.match_info["code"])
     if item_id is None:
         raise NotFound(f"nothing at {request.path}")
-    raise web.HTTPFound(f"/items/{item_id}")
+    # under the site's own path, when it is served below one (https://host/gongkai/…)
+    prefix = urlsplit(request.app[CONFIG].site.public_base).path
+    raise web.HTTPFound(f"{prefix}/items/{item_id}")

@@ -417,6 +417,25 @@ async def test_short_links_lead_only_to_published_proactive_items(sms_web: Any) 
             assert_problem(status, body, headers, 404)
 
 
+async def test_short_links_keep_the_path_the_site_is_served_under(
+    config_factory: Callable[..., Config],
+) -> None:
+    config = web_config(
+        config_factory(**ENGINE, SITE__BASE_URL="https://gk.example.gov.cn/gongkai")
+    )
+    async with open_store(config, "sqlite") as store, app_on(store) as api:
+        from publisher.content import ItemCreate, content_from
+
+        fields = ItemCreate.model_validate(item_fields(channels=["portal"]))
+        live = await publish(
+            store, await store.create_item(content_from(fields, store.config), actor=EDITOR)
+        )
+        code = ShortLinks(store.config).code(live.id)
+        resp = await api.client.get(f"/s/{code}", allow_redirects=False)
+        assert resp.status == 302
+        assert resp.headers["Location"] == f"/gongkai/items/{live.id}"
+
+
 # -- preview ----------------------------------------------------------------------------------
 
 

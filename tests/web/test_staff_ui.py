@@ -361,3 +361,17 @@ async def test_bad_ids_and_unknown_pages_are_html_errors(ui: Any) -> None:
         assert "<h1>" in html, path
     status, _, _ = await b.get("/staff/items/new")  # a reviewer writes nothing
     assert status == 403
+
+
+async def test_a_new_password_ends_the_sessions_opened_with_the_old_one(ui: Any) -> None:
+    client, store = ui
+    b = Browser(client)
+    await b.login("carol")
+    assert (await b.get("/staff/"))[0] == 200
+    await store.set_password("carol", "another long password")
+    status, _, headers = await b.get("/staff/")
+    assert status == 303 and headers["Location"].startswith("/staff/login")
+    # and the new password opens a new session
+    client.session.cookie_jar.clear()
+    status, _, _ = await b.login("carol", "another long password")
+    assert (await b.get("/staff/"))[0] == 200
