@@ -64,6 +64,7 @@ from channels.base import (
     TransientDeliveryError,
 )
 from publisher.config import Config
+from publisher.digests import DIGEST_KIND
 from publisher.errors import ConfigError
 
 log = logging.getLogger("publisher.mail")
@@ -71,7 +72,6 @@ log = logging.getLogger("publisher.mail")
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 #: Subject.kind of a transactional message (a confirmation link)
 MESSAGE_KIND = "message"
-DIGEST_KIND = "digest"
 ITEM_KINDS = frozenset({"published", "corrected"})
 #: where the per-resident links go in the once-rendered parts (ASCII, never escaped)
 UNSUBSCRIBE_MARK = "@@GK-UNSUBSCRIBE-URL@@"

@@ -40,7 +40,7 @@ from channels.base import (
 )
 from publisher.addresses import AddressBox
 from publisher.config import ChannelConfig, Config, QuietHours
-from publisher.digests import Digests
+from publisher.digests import DIGEST_KIND, Digests
 from publisher.errors import ConfigError, ItemNotFound
 from publisher.fanout import FanOut
 from publisher.ledger import Claimed, DeliveryState, Ledger, Outcome, new_worker_id
@@ -398,6 +398,9 @@ class DeliveryWorker:
         if isinstance(target, str):  # a reason not to send
             return Outcome(row.id, DeliveryState.SKIPPED, reason=target)
         subject = await self._subject(row.subject)
+        if subject.kind == DIGEST_KIND and not subject.items:
+            # every item it listed was withdrawn after planning: nothing left to tell
+            return Outcome(row.id, DeliveryState.SKIPPED, reason="withdrawn")
         if row.attempts > 1 and subject.kind in LIVE_EVENTS and row.item_id:
             # a retry (rare): not if the item was taken down while the first attempt was out
             async with self.store.read() as conn:

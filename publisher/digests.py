@@ -40,6 +40,9 @@ from publisher.text import derive_summary
 
 log = logging.getLogger("publisher.digests")
 
+#: Subject.kind of a digest (a subject that lists several items)
+DIGEST_KIND = "digest"
+
 CHANNEL = "email"
 #: how far back a digest reaches after downtime
 MAX_WINDOW = timedelta(days=7)
@@ -266,7 +269,7 @@ class Digests:
             )
         site = config.site
         return Subject(
-            key=key, kind="digest", item_id=None, revision=None,
+            key=key, kind=DIGEST_KIND, item_id=None, revision=None,
             title=f"{site.name}每日摘要（{day.year}年{day.month}月{day.day}日）",
             summary="", body="", body_html="", category="", category_name="",
             agency=site.agency, index_no=None, doc_no=None, written_at=None,

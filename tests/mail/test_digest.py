@@ -165,3 +165,29 @@ async def test_daily_digests(
         assert march_2_mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         czys_text = subjects[CZYS][0].get_body(("html",)).get_content()
         assert "三月一日晚财政公告" in czys_text and "农业" not in czys_text
+
+
+async def test_a_digest_whose_items_were_all_withdrawn_is_skipped(
+    mail_store_factory: Any, smtp_sink: tuple[SmtpSink, int]
+) -> None:
+    from publisher.models import Action
+    from tests.conftest import REVIEWER
+
+    sink, port = smtp_sink
+    async with mail_store_factory(port, "sqlite") as store:
+        await Recipients(store).subscribe("email", ALL, CONSENT, frequency=Frequency.DAILY)
+        item = await published_at(store, "2026-03-01T09:30:00", title="三月一日农业通知")
+        assert await Digests(store).plan_due(utc("2026-03-01T10:05:00")) == 1
+        # taken down after the digest was planned, before it went out
+        await store.transition(item.id, Action.WITHDRAW, actor=REVIEWER, reason="撤回")
+        async with running(store):
+            await wait_settled(store)
+        d = t.deliveries
+        async with store.read() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(d.c.state, d.c.reason).where(d.c.subject.like("digest:%"))
+                )
+            ).all()
+        assert [tuple(r) for r in rows] == [("skipped", "withdrawn")]
+        assert not [m for m in sink.received if m.rcpt_tos == [ALL]]
