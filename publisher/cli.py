@@ -334,6 +334,16 @@ async def user_passwd(store: SqlStore, name: str) -> None:
     click.echo(f"password of {name} changed")
 
 
+@user.command("role")
+@click.argument("name")
+@click.argument("role", type=click.Choice([r.value for r in Role]))
+@with_store
+async def user_role(store: SqlStore, name: str, role: str) -> None:
+    """Give a user another role; their staff sessions end (API tokens keep working)."""
+    await store.set_role(name, Role(role))
+    click.echo(f"{name} is now {role}; their staff sessions have ended")
+
+
 @user.command("disable")
 @click.argument("name")
 @with_store

@@ -250,6 +250,22 @@ class SqlStore:
             # session must not outlive the reset meant to stop it)
             await conn.execute(t.staff_sessions.delete().where(t.staff_sessions.c.user_id == uid))
 
+    async def set_role(self, name: str, role: Role) -> None:
+        """Give a user another role; their staff sessions end at once (the pages they had
+        open were chosen for the old role)."""
+        async with self.write() as conn:
+            uid = (
+                await conn.execute(
+                    t.users.update()
+                    .where(t.users.c.name == name)
+                    .values(role=role.value)
+                    .returning(t.users.c.id)
+                )
+            ).scalar()
+            if uid is None:
+                raise NotFound(f"no user named {name!r}")
+            await conn.execute(t.staff_sessions.delete().where(t.staff_sessions.c.user_id == uid))
+
     async def disable_user(self, name: str) -> None:
         await self._update_user(name, disabled=True)
         async with self.write() as conn:

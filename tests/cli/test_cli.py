@@ -244,6 +244,12 @@ async def test_users_and_tokens(site: Path) -> None:
             await store.authenticate_token(token)
         assert (await store.authenticate_token(expiring)).name == "wang"  # the other still works
 
+        assert "now reviewer" in ok(cli(site, "user", "role", "wang", "reviewer")).stdout
+        assert (await store.get_user("wang")).role.value == "reviewer"
+        one_line_error(cli(site, "user", "role", "nobody", "editor"), "'nobody'")
+        bad_role = cli(site, "user", "role", "wang", "emperor")
+        assert bad_role.returncode == 2 and "Traceback" not in bad_role.stderr
+
         assert "revoked" in ok(cli(site, "user", "disable", "wang")).stdout
         async with store.read() as conn:
             revoked = (

@@ -375,3 +375,16 @@ async def test_a_new_password_ends_the_sessions_opened_with_the_old_one(ui: Any)
     client.session.cookie_jar.clear()
     status, _, _ = await b.login("carol", "another long password")
     assert (await b.get("/staff/"))[0] == 200
+
+
+async def test_a_role_change_through_the_store_ends_the_session(ui: Any) -> None:
+    client, store = ui
+    b = Browser(client)
+    await b.login("alice")
+    assert (await b.get("/staff/"))[0] == 200
+    await store.set_role("alice", Role.REVIEWER)
+    status, _, headers = await b.get("/staff/")
+    assert status == 303 and headers["Location"].startswith("/staff/login")
+    async with store.read() as conn:
+        left = await conn.scalar(sa.select(sa.func.count()).select_from(t.staff_sessions))
+    assert left == 0
