@@ -27,6 +27,7 @@ from publisher.reports.annual import (
 )
 from publisher.reports.entries import AnnualEntries, Outcomes, Table4Entries
 from publisher.reports.render import ReportFormat, render
+from tests.conftest import IN_CI
 from tests.report.year import (
     CATEGORIES,
     YEAR,
@@ -298,7 +299,10 @@ def test_pdf_renders_with_the_chinese_text() -> None:
     pdf = render(_report(), ReportFormat.PDF)
     assert pdf.startswith(b"%PDF")
     if shutil.which("pdftotext") is None:
-        pytest.skip("pdftotext (poppler-utils) is not installed")
+        message = "pdftotext (poppler-utils) is not installed"
+        if IN_CI:
+            pytest.fail(message)  # in CI a missing component fails, never skips
+        pytest.skip(message)
     text = subprocess.run(
         ["pdftotext", "-", "-"], input=pdf, capture_output=True, check=True
     ).stdout.decode()
