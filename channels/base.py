@@ -9,6 +9,7 @@ bookkeeping, deciding by the exception type.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -149,6 +150,21 @@ class Rendered:
     #: billed units the core records before sending (SMS segments)
     units: int | None = None
     preview: str | None = None
+
+
+def secret_from(
+    where: str, key: str, inline: str | None, env_name: str | None, environ: Mapping[str, str]
+) -> str:
+    """A secret given inline (`key`) or by the name of an environment variable (`<key>_env`);
+    the error names the setting (`where`) and the variable, never the value."""
+    if inline is not None:
+        return inline
+    from publisher.errors import ConfigError  # the core's error, as config errors are
+
+    value = environ.get(env_name or "")
+    if not value:
+        raise ConfigError(f"{where}: {key}_env: the environment variable {env_name} is not set")
+    return value
 
 
 class ChannelSettings(BaseModel):

@@ -51,6 +51,7 @@ from channels.base import (
     Subject,
     Target,
     TransientDeliveryError,
+    secret_from,
 )
 from channels.sms_aliyun import AliyunGateway, AliyunGatewaySettings, template_text
 from channels.sms_text import (
@@ -113,16 +114,8 @@ class GatewaySettings(BaseModel):
         return self
 
     def resolve_password(self, environ: Mapping[str, str]) -> str:
-        if self.password is not None:
-            return self.password
-        assert self.password_env is not None
-        value = environ.get(self.password_env)
-        if not value:
-            raise ConfigError(
-                f"channels.sms.settings.gateways ({self.name}): password_env: the environment "
-                f"variable {self.password_env} is not set"
-            )
-        return value
+        where = f"channels.sms.settings.gateways ({self.name})"
+        return secret_from(where, "password", self.password, self.password_env, environ)
 
 
 def _gateway_type(value: Any) -> str:

@@ -38,8 +38,7 @@ import aiohttp
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from channels.base import PermanentDeliveryError, TransientDeliveryError
-from publisher.errors import ConfigError
+from channels.base import PermanentDeliveryError, TransientDeliveryError, secret_from
 
 API_VERSION = "2017-05-25"
 #: variables a template for an item may use, and for a transactional message
@@ -221,16 +220,13 @@ class AliyunGatewaySettings(BaseModel):
         return self
 
     def resolve_secret(self, environ: Mapping[str, str]) -> str:
-        if self.access_key_secret is not None:
-            return self.access_key_secret
-        assert self.access_key_secret_env is not None
-        value = environ.get(self.access_key_secret_env)
-        if not value:
-            raise ConfigError(
-                f"channels.sms.settings.gateways ({self.name}): access_key_secret_env: the "
-                f"environment variable {self.access_key_secret_env} is not set"
-            )
-        return value
+        return secret_from(
+            f"channels.sms.settings.gateways ({self.name})",
+            "access_key_secret",
+            self.access_key_secret,
+            self.access_key_secret_env,
+            environ,
+        )
 
 
 # -- the gateway --------------------------------------------------------------------------------
