@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,23 @@ async def _pg_store(config: Config) -> AsyncIterator[SqlStore]:
         await admin.dispose()
 
 
+@asynccontextmanager
+async def store_on(config: Config, backend: str) -> AsyncIterator[SqlStore]:
+    """A migrated store for `config` on `backend` ("sqlite", or "postgresql": a schema of
+    its own, dropped afterwards)."""
+    if backend == "sqlite":
+        store = SqlStore(config)
+        await upgrade(store)
+        try:
+            yield store
+        finally:
+            await store.close()
+    else:
+        async with aclosing(_pg_store(config)) as stores:
+            async for store in stores:
+                yield store
+
+
 #: the backends every store test runs on; PostgreSQL is skipped, with the reason, only
 #: outside CI (in CI a missing database stops the run at collection)
 BACKENDS = [
@@ -104,16 +122,8 @@ BACKENDS = [
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, config: Config) -> AsyncIterator[SqlStore]:
     """The store under test, on every backend."""
-    if request.param == "sqlite":
-        s = SqlStore(config)
-        await upgrade(s)
-        try:
-            yield s
-        finally:
-            await s.close()
-    else:
-        async for s in _pg_store(config):
-            yield s
+    async with store_on(config, request.param) as s:
+        yield s
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import re
 import socket
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AsyncExitStack, aclosing, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -45,9 +45,9 @@ from publisher.content import ItemCreate, content_from
 from publisher.delivery import DeliveryWorker
 from publisher.errors import ConfigError
 from publisher.models import Action, Item
-from publisher.store import upgrade
 from publisher.store.sql import SqlStore
-from tests.conftest import BACKENDS, EDITOR, REPO, _pg_store, item_fields, publish
+from tests.conftest import BACKENDS, EDITOR, REPO, item_fields, publish
+from tests.conftest import store_on as open_store
 from tests.engine.helpers import api_on, ledger_rows, running, wait_channel_settled
 
 SCHEMA = json.loads((REPO / "schemas" / "portal-event.schema.json").read_text(encoding="utf-8"))
@@ -559,21 +559,6 @@ def portal_config(config: Config, base: str) -> Config:
         },
     ]
     return Config.model_validate(tree)
-
-
-@asynccontextmanager
-async def open_store(config: Config, backend: str) -> AsyncIterator[SqlStore]:
-    if backend == "sqlite":
-        store = SqlStore(config)
-        await upgrade(store)
-        try:
-            yield store
-        finally:
-            await store.close()
-    else:
-        async with aclosing(_pg_store(config)) as stores:
-            async for store in stores:
-                yield store
 
 
 @pytest.fixture

@@ -94,21 +94,10 @@ async def states(store: SqlStore, item_id: str) -> dict[str, int]:
 async def engine_store(
     request: pytest.FixtureRequest, config_factory: Callable[..., Config], gateway: Any
 ) -> AsyncIterator[SqlStore]:
-    from tests.conftest import PG_URL, _pg_store
+    from tests.conftest import store_on
 
     _, url = gateway
-    config = config_factory(**engine_env(url))
-    backend = getattr(request, "param", "sqlite")
-    if backend == "sqlite":
-        from publisher.store import upgrade
-
-        s = SqlStore(config)
-        await upgrade(s)
-        try:
-            yield s
-        finally:
-            await s.close()
-    else:
-        assert PG_URL
-        async for s in _pg_store(config):
-            yield s
+    async with store_on(
+        config_factory(**engine_env(url)), getattr(request, "param", "sqlite")
+    ) as s:
+        yield s

@@ -4,7 +4,7 @@ and the app served on the loopback port Kannel calls back (reports, keywords).""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import aclosing, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -12,10 +12,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from publisher.config import Config
 from publisher.delivery import DeliveryWorker
-from publisher.store import upgrade
 from publisher.store.sql import SqlStore
 from publisher.web import make_app
-from tests.conftest import ADMIN, EDITOR, EDITOR2, IN_CI, REVIEWER, REVIEWER2, Api, _pg_store
+from tests.conftest import ADMIN, EDITOR, EDITOR2, IN_CI, REVIEWER, REVIEWER2, Api
+from tests.conftest import store_on as open_store
 from tests.sms import kannel as kn
 
 #: engine settings that keep the tests quick; SMS only, no quiet hours
@@ -54,21 +54,6 @@ def sms_config(config: Config, k: kn.Kannel, **settings: Any) -> Config:
         **settings,
     }
     return Config.model_validate(tree)
-
-
-@asynccontextmanager
-async def open_store(config: Config, backend: str) -> AsyncIterator[SqlStore]:
-    if backend == "sqlite":
-        store = SqlStore(config)
-        await upgrade(store)
-        try:
-            yield store
-        finally:
-            await store.close()
-    else:
-        async with aclosing(_pg_store(config)) as stores:
-            async for store in stores:
-                yield store
 
 
 @asynccontextmanager
