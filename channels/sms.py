@@ -53,6 +53,7 @@ from channels.base import (
     TransientDeliveryError,
     secret_from,
 )
+from channels.gateway_http import exchange
 from channels.sms_aliyun import AliyunGateway, AliyunGatewaySettings, template_text
 from channels.sms_text import (
     KANNEL_DLR_MASK,
@@ -291,26 +292,11 @@ class KannelGateway:
     async def send(self, text: str, to: str, delivery_id: str) -> str:
         """Returns the provider id; raises Transient/PermanentDeliveryError."""
         where = f"sms gateway {self.name!r}"
-        sent = False
-        try:
-            async with self.session.get(
-                self.settings.url,
-                params=self.params(text, to, delivery_id),
-                timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
-            ) as resp:
-                sent = True
-                body = (await resp.text(errors="replace")).strip()[:ERROR_CHARS]
-                status = resp.status
-        except aiohttp.ClientConnectorError as exc:
-            raise TransientDeliveryError(f"{where}: cannot connect: {exc.os_error}") from None
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            if not sent:
-                raise PermanentDeliveryError(
-                    f"{where}: no answer after the request was sent ({type(exc).__name__}); "
-                    "it may have gone out, so it is not sent again automatically",
-                    reason="no_answer",
-                ) from None
-            raise TransientDeliveryError(f"{where}: {type(exc).__name__}") from None
+        status, raw = await exchange(
+            self.session, "GET", self.settings.url, where=where, seconds=self.settings.timeout,
+            params=self.params(text, to, delivery_id),
+        )  # fmt: skip
+        body = raw.decode("utf-8", "replace").strip()[:ERROR_CHARS]
         if 200 <= status < 300:
             return f"{self.name}:{delivery_id}"
         said = f"{where}: HTTP {status}: {body}"

@@ -39,6 +39,7 @@ import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from channels.base import PermanentDeliveryError, TransientDeliveryError, secret_from
+from channels.gateway_http import exchange
 
 API_VERSION = "2017-05-25"
 #: variables a template for an item may use, and for a transactional message
@@ -321,26 +322,10 @@ class AliyunGateway:
     async def send(self, kind: str, variables: Mapping[str, str], to: str, delivery_id: str) -> str:
         """Returns the provider id (BizId); raises Transient/PermanentDeliveryError."""
         where = f"sms gateway {self.name!r}"
-        sent = False
-        try:
-            async with self.session.post(
-                self.settings.url,
-                data=self.params(kind, variables, to, delivery_id),
-                timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
-            ) as resp:
-                sent = True
-                status = resp.status
-                raw = await resp.read()
-        except aiohttp.ClientConnectorError as exc:
-            raise TransientDeliveryError(f"{where}: cannot connect: {exc.os_error}") from None
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            if not sent:
-                raise PermanentDeliveryError(
-                    f"{where}: no answer after the request was sent ({type(exc).__name__}); "
-                    "it may have gone out, so it is not sent again automatically",
-                    reason="no_answer",
-                ) from None
-            raise TransientDeliveryError(f"{where}: {type(exc).__name__}") from None
+        status, raw = await exchange(
+            self.session, "POST", self.settings.url, where=where, seconds=self.settings.timeout,
+            data=self.params(kind, variables, to, delivery_id),
+        )  # fmt: skip
         try:
             answer = json.loads(raw)
             code = str(answer["Code"])
