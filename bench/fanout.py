@@ -182,6 +182,16 @@ async def phase_wait(item_id: str, n: int, count_url: str) -> dict[str, float]:
                 t.audit_log.c.item_id == item_id, t.audit_log.c.to_status == "published"
             )
         )
+        # how many rows a turn carried: each turn stamps its claims with one time, and
+        # the outcomes it records with another
+        turns = {
+            state: await conn.scalar(
+                sa.select(sa.func.count(sa.distinct(t.delivery_events.c.at))).where(
+                    t.delivery_events.c.to_state == state
+                )
+            )
+            for state in ("sending", "sent")
+        }
         sent = await conn.scalar(
             sa.select(sa.func.count())
             .select_from(t.deliveries)
@@ -195,6 +205,8 @@ async def phase_wait(item_id: str, n: int, count_url: str) -> dict[str, float]:
     return {
         "span_seconds": span,
         "sent": sent,
+        "rows_per_claim": round(n / max(1, turns["sending"] or 0), 1),
+        "rows_per_record": round(n / max(1, turns["sent"] or 0), 1),
         "lateness_seconds": (details or {}).get("late_seconds"),
     }
 
@@ -459,6 +471,8 @@ def main() -> None:
         "bare_cpu_ms_per_target": round(bare["cpu_seconds"] / args.n * 1000, 3),
         "engine_cpu_by_thread_s": threads,
         "sent": waited["sent"],
+        "rows_per_claim": waited["rows_per_claim"],
+        "rows_per_record": waited["rows_per_record"],
         "publication_lateness_s": waited["lateness_seconds"],
         "subscriber_import_s": round(prep["import_seconds"], 1),
     }

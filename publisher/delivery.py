@@ -15,7 +15,7 @@ import logging
 import os
 import random
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -136,6 +136,11 @@ class Lane:
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     #: outcomes of finished attempts, written at the next turn
     outcomes: list[Outcome] = field(default_factory=list)
+    #: senders waiting for a claimed row: one long-lived coroutine per slot, handed rows
+    #: through a future each (cheaper than a task per attempt)
+    idle: deque[asyncio.Future[tuple[Claimed, Target | str | None]]] = field(
+        default_factory=deque
+    )
 
     @property
     def flush_at(self) -> int:
@@ -192,7 +197,7 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stack = AsyncExitStack()
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._senders: list[asyncio.Task[None]] = []
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -213,6 +218,13 @@ class DeliveryWorker:
                         self._channel_loop(runtime, lane), name=f"deliver-{runtime.name}-{n}"
                     )
                 )
+                self._senders += [
+                    asyncio.create_task(
+                        self._sender(runtime, lane, self._idle_sender(lane)),
+                        name=f"send-{runtime.name}",
+                    )
+                    for _ in range(lane.capacity)
+                ]
 
     async def _check_data_key(self) -> None:
         """Refuse to start with a key that cannot read the stored addresses (ConfigError),
@@ -230,8 +242,12 @@ class DeliveryWorker:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._inflight:
-            await asyncio.gather(*self._inflight, return_exceptions=True)
+        # idle senders end now; those mid-attempt finish it and then end
+        for rt in self.channels.values():
+            for lane in rt.lanes:
+                while lane.idle:
+                    lane.idle.popleft().cancel()
+        await asyncio.gather(*self._senders, return_exceptions=True)
         for rt in self.channels.values():  # write what finished before the stop
             for lane in rt.lanes:
                 if lane.outcomes:
@@ -360,11 +376,9 @@ class DeliveryWorker:
                 if rows:
                     METRICS.queue_claimed(rt.name, len(rows))
                 for row, stored in rows:
-                    task = asyncio.create_task(
-                        self._attempt(rt, lane, row, self._target(row, stored))
-                    )
-                    self._inflight.add(task)
-                    task.add_done_callback(self._inflight.discard)
+                    # never more rows than free slots, and every free slot's sender is
+                    # idle: it registered again as it handed in its outcome
+                    lane.idle.popleft().set_result((row, self._target(row, stored)))
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -372,6 +386,35 @@ class DeliveryWorker:
                 await asyncio.sleep(poll)
 
     # -- one attempt ---------------------------------------------------------------------
+
+    @staticmethod
+    def _idle_sender(lane: Lane) -> asyncio.Future[tuple[Claimed, Target | str | None]]:
+        """Register a sender as idle; a turn hands it a row through the future."""
+        handed: asyncio.Future[tuple[Claimed, Target | str | None]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        lane.idle.append(handed)
+        return handed
+
+    async def _sender(
+        self,
+        rt: ChannelRuntime,
+        lane: Lane,
+        handed: asyncio.Future[tuple[Claimed, Target | str | None]],
+    ) -> None:
+        """One slot of a lane: wait for a claimed row, make its attempt, again.
+
+        It is registered idle before it first runs, and again in the same step that
+        hands in an outcome, so a turn always finds a sender for each free slot.
+        """
+        while True:
+            row, target = await handed
+            # _attempt hands in the outcome as its last step: registering right after it
+            # happens before the loop runs anything else
+            await self._attempt(rt, lane, row, target)
+            if self._stop.is_set():
+                return
+            handed = self._idle_sender(lane)
 
     async def _attempt(
         self, rt: ChannelRuntime, lane: Lane, row: Claimed, target: Target | str | None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -158,8 +158,8 @@ class FanOut:
         )
         while True:
 
-            def read_page(conn: sa.Connection, after: int = last) -> list[Any]:
-                return list(conn.exec_driver_sql(HotSql(conn).q(page), (channel, after, size)))
+            def read_page(conn: sa.Connection, after: int = last) -> Sequence[Any]:
+                return conn.exec_driver_sql(HotSql(conn).q(page), (channel, after, size)).all()
 
             rows = await self.store.run(read_page, write=False)
             if not rows:

@@ -134,6 +134,10 @@ class Ledger:
         def insert(conn: sa.Connection) -> int:
             sql = HotSql(conn)
             at = sql.ts(now)
+            due = sql.ts(due_at) if due_at else at
+            # ids only grow: the rows this call creates are above the highest id now, so
+            # finding them below walks only the new rows, not the subject's whole list
+            floor = conn.exec_driver_sql("SELECT COALESCE(MAX(id), 0) FROM deliveries").scalar()
             conn.exec_driver_sql(
                 sql.q(
                     "INSERT INTO deliveries (subject, channel, target, item_id, state, priority, "
@@ -149,7 +153,7 @@ class Ledger:
                         item_id,
                         priority,
                         bypass_quiet,
-                        sql.ts(due_at or now),
+                        due,
                         at,
                         at,
                     )
@@ -157,14 +161,14 @@ class Ledger:
                 ],
             )
             # one "queued" event for each row this call created (those already planned
-            # keep theirs): the new rows are the ones stamped `at`
+            # keep theirs): the new rows are the ones above the floor stamped `at`
             result = conn.exec_driver_sql(
                 sql.q(
                     "INSERT INTO delivery_events (delivery_id, at, from_state, to_state) "
                     "SELECT id, ?, NULL, 'queued' FROM deliveries "
-                    "WHERE subject = ? AND channel = ? AND created_at = ?"
+                    "WHERE id > ? AND subject = ? AND channel = ? AND created_at = ?"
                 ),
-                (at, subject, channel, at),
+                (at, floor, subject, channel, at),
             )
             return max(0, int(result.rowcount))
 
