@@ -138,9 +138,7 @@ class Lane:
     outcomes: list[Outcome] = field(default_factory=list)
     #: senders waiting for a claimed row: one long-lived coroutine per slot, handed rows
     #: through a future each (cheaper than a task per attempt)
-    idle: deque[asyncio.Future[tuple[Claimed, Target | str | None]]] = field(
-        default_factory=deque
-    )
+    idle: deque[asyncio.Future[tuple[Claimed, Target | str | None]]] = field(default_factory=deque)
 
     @property
     def flush_at(self) -> int:

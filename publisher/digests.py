@@ -184,7 +184,7 @@ class Digests:
         while True:
 
             def read_page(conn: sa.Connection, after: int = last) -> list[Any]:
-                return list(conn.exec_driver_sql(HotSql(conn).q(page), (CHANNEL, after, size)))
+                return HotSql(conn).execute(page, (CHANNEL, after, size))
 
             rows = await self.store.run(read_page, write=False)
             if not rows:

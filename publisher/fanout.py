@@ -159,7 +159,7 @@ class FanOut:
         while True:
 
             def read_page(conn: sa.Connection, after: int = last) -> Sequence[Any]:
-                return conn.exec_driver_sql(HotSql(conn).q(page), (channel, after, size)).all()
+                return HotSql(conn).execute(page, (channel, after, size))
 
             rows = await self.store.run(read_page, write=False)
             if not rows:

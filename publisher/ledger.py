@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -137,14 +137,12 @@ class Ledger:
             due = sql.ts(due_at) if due_at else at
             # ids only grow: the rows this call creates are above the highest id now, so
             # finding them below walks only the new rows, not the subject's whole list
-            floor = conn.exec_driver_sql("SELECT COALESCE(MAX(id), 0) FROM deliveries").scalar()
-            conn.exec_driver_sql(
-                sql.q(
-                    "INSERT INTO deliveries (subject, channel, target, item_id, state, priority, "
-                    "bypass_quiet, attempts, due_at, created_at, updated_at) "
-                    "VALUES (?, ?, ?, ?, 'queued', ?, ?, 0, ?, ?, ?) "
-                    "ON CONFLICT (subject, channel, target) DO NOTHING"
-                ),
+            floor = sql.execute("SELECT COALESCE(MAX(id), 0) FROM deliveries")[0][0]
+            sql.executemany(
+                "INSERT INTO deliveries (subject, channel, target, item_id, state, priority, "
+                "bypass_quiet, attempts, due_at, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, 'queued', ?, ?, 0, ?, ?, ?) "
+                "ON CONFLICT (subject, channel, target) DO NOTHING",
                 [
                     (
                         subject,
@@ -162,15 +160,13 @@ class Ledger:
             )
             # one "queued" event for each row this call created (those already planned
             # keep theirs): the new rows are the ones above the floor stamped `at`
-            result = conn.exec_driver_sql(
-                sql.q(
-                    "INSERT INTO delivery_events (delivery_id, at, from_state, to_state) "
-                    "SELECT id, ?, NULL, 'queued' FROM deliveries "
-                    "WHERE id > ? AND subject = ? AND channel = ? AND created_at = ?"
-                ),
+            sql.execute(
+                "INSERT INTO delivery_events (delivery_id, at, from_state, to_state) "
+                "SELECT id, ?, NULL, 'queued' FROM deliveries "
+                "WHERE id > ? AND subject = ? AND channel = ? AND created_at = ?",
                 (at, floor, subject, channel, at),
             )
-            return max(0, int(result.rowcount))
+            return max(0, int(sql.cursor.rowcount))
 
         return await self.store.run(insert)
 
@@ -293,24 +289,21 @@ class Ledger:
             + ("" if self.store.is_sqlite else " FOR UPDATE SKIP LOCKED")
         )
         args: list[Any] = [channel, at, *([True] if quiet else []), limit]
-        picked = conn.exec_driver_sql(sql.q(pick), tuple(args)).all()
+        picked = sql.execute(pick, args)
         if not picked:
             return []
         ids = [r[0] for r in picked]
-        rows = conn.exec_driver_sql(
-            sql.q(
-                "UPDATE deliveries SET state = 'sending', claimed_by = ?, attempts = attempts + 1, "
-                f"updated_at = ? WHERE id IN ({sql.marks(len(ids))}) "
-                "RETURNING id, subject, channel, target, item_id, attempts, bypass_quiet"
-            ),
+        rows = sql.execute(
+            "UPDATE deliveries SET state = 'sending', claimed_by = ?, attempts = attempts + 1, "
+            f"updated_at = ? WHERE id IN ({sql.marks(len(ids))}) "
+            "RETURNING id, subject, channel, target, item_id, attempts, bypass_quiet",
             (worker_id, at, *ids),
-        ).all()
-        conn.exec_driver_sql(
-            sql.q(
-                "INSERT INTO delivery_events (delivery_id, at, from_state, to_state, detail) "
-                "VALUES (?, ?, ?, 'sending', ?)"
-            ),
-            [(r[0], at, r[1], f"claimed by {worker_id}") for r in picked],
+        )
+        detail = f"claimed by {worker_id}"
+        sql.executemany(
+            "INSERT INTO delivery_events (delivery_id, at, from_state, to_state, detail) "
+            "VALUES (?, ?, ?, 'sending', ?)",
+            [(r[0], at, r[1], detail) for r in picked],
         )
         order = {i: n for n, i in enumerate(ids)}
         claimed = [Claimed(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in rows]
@@ -351,7 +344,7 @@ class Ledger:
                 # an adapter's deferral (DeferDelivery) sent nothing: the claim's attempt
                 # is given back, so a long hold never exhausts max_attempts
                 sets.append("attempts = attempts - 1")
-            stmt = sql.q(
+            stmt = (
                 f"UPDATE deliveries SET {', '.join(sets)} "
                 "WHERE id = ? AND state = 'sending' AND claimed_by = ?"
             )
@@ -379,20 +372,18 @@ class Ledger:
                         worker_id,
                     )
                 )
-            result = conn.exec_driver_sql(stmt, params)
+            changed = sql.executemany(stmt, params)
             # events for the rows this update really moved; when every row moved (the
             # usual case) the count says so, otherwise ask which (now at `state`, at `at`)
             moved: set[int] = set()
-            if result.rowcount == len(group):
+            if changed == len(group):
                 moved = {o.delivery_id for o in group}
             for chunk in _chunks([] if moved else [o.delivery_id for o in group], 500):
                 moved.update(
                     r[0]
-                    for r in conn.exec_driver_sql(
-                        sql.q(
-                            f"SELECT id FROM deliveries WHERE id IN ({sql.marks(len(chunk))}) "
-                            "AND state = ? AND updated_at = ?"
-                        ),
+                    for r in sql.execute(
+                        f"SELECT id FROM deliveries WHERE id IN ({sql.marks(len(chunk))}) "
+                        "AND state = ? AND updated_at = ?",
                         (*chunk, state.value, at),
                     )
                 )
@@ -407,11 +398,9 @@ class Ledger:
                     detail = f"{detail} until {o.due_at.isoformat()}".strip()
                 events.append((o.delivery_id, at, "sending", state.value, detail[:2000] or None))
             if events:
-                conn.exec_driver_sql(
-                    sql.q(
-                        "INSERT INTO delivery_events (delivery_id, at, from_state, to_state, "
-                        "detail) VALUES (?, ?, ?, ?, ?)"
-                    ),
+                sql.executemany(
+                    "INSERT INTO delivery_events (delivery_id, at, from_state, to_state, "
+                    "detail) VALUES (?, ?, ?, ?, ?)",
                     events,
                 )
 
@@ -715,15 +704,13 @@ def target_rows(conn: sa.Connection, keys: list[str]) -> dict[str, Any]:
         ):
             out[f"m:{m.id}"] = m
     if rids:
-        for r in conn.exec_driver_sql(
-            sql.q(
-                "SELECT r.id, r.address_enc, r.status, s.reason FROM recipients r "
-                "LEFT JOIN suppressions s ON s.channel = r.channel "
-                f"AND s.address_hash = r.address_hash WHERE r.id IN ({sql.marks(len(rids))})"
-            ),
-            tuple(rids),
+        for r in sql.execute(
+            "SELECT r.id, r.address_enc, r.status, s.reason FROM recipients r "
+            "LEFT JOIN suppressions s ON s.channel = r.channel "
+            f"AND s.address_hash = r.address_hash WHERE r.id IN ({sql.marks(len(rids))})",
+            rids,
         ):
-            out[f"r:{r.id}"] = r
+            out[f"r:{r[0]}"] = RecipientRow(*r)
     if eids:
         for e in conn.execute(
             sa.select(t.endpoints).where(t.endpoints.c.id.in_(sa.bindparam("ids", expanding=True))),
@@ -733,16 +720,48 @@ def target_rows(conn: sa.Connection, keys: list[str]) -> dict[str, Any]:
     return out
 
 
+class RecipientRow(NamedTuple):
+    """A recipient behind a ledger target, with its suppression reason (if any)."""
+
+    id: int
+    address_enc: str
+    status: str
+    reason: str | None
+
+
 class HotSql:
     """Driver-level SQL for the per-message path, on either backend.
 
     Statements are written once with `?` placeholders; on PostgreSQL (asyncpg)
     they become $1, $2 …. Times are naive UTC, as the store keeps them: the text
-    form SQLAlchemy uses on SQLite, a datetime for asyncpg.
+    form SQLAlchemy uses on SQLite, a datetime for asyncpg. `execute` and
+    `executemany` go straight to the driver's cursor inside the connection's
+    transaction: no statement or result objects are built per call, which is most
+    of what a turn costs beyond SQLite's own work.
     """
 
     def __init__(self, conn: sa.Connection) -> None:
         self.pg = conn.dialect.name == "postgresql"
+        self.conn = conn
+        self._cursor: Any = None
+
+    @property
+    def cursor(self) -> Any:
+        if self._cursor is None:
+            self._cursor = self.conn.connection.cursor()
+        return self._cursor
+
+    def execute(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run one statement; its rows (tuples), if it returns any."""
+        cur = self.cursor
+        cur.execute(self.q(statement), tuple(params))
+        return list(cur.fetchall()) if cur.description else []
+
+    def executemany(self, statement: str, seq: Sequence[Sequence[Any]]) -> int:
+        """Run one statement for each parameter tuple; how many rows it changed (or -1)."""
+        cur = self.cursor
+        cur.executemany(self.q(statement), seq)
+        return int(cur.rowcount)
 
     def q(self, statement: str) -> str:
         if not self.pg:
