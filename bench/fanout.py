@@ -91,7 +91,9 @@ def env_for(
         }
     env = dict(os.environ)
     env.update({f"PUBLISHER__{k}": v for k, v in overrides.items()})
-    env["PYTHONPATH"] = str(REPO)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + os.environ.get("BENCH_PYTHONPATH", "")
+    if os.environ.get("BENCH_SMS_ADAPTER"):
+        env["PUBLISHER__CHANNELS__SMS__ADAPTER"] = os.environ["BENCH_SMS_ADAPTER"]
     return env
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
 import logging
 import os
@@ -134,6 +135,7 @@ async def _serve(config: Config, host: str, port: int) -> None:
     await site.start()
     await scheduler.start()
     await worker.start()
+    settle_heap()
     click.echo(f"serving on http://{host}:{port} (store: {store.engine.dialect.name})", err=True)
     try:
         await _until_signal()
@@ -142,6 +144,22 @@ async def _serve(config: Config, host: str, port: int) -> None:
         await worker.stop()
         await runner.cleanup()
         await store.close()
+
+
+def settle_heap() -> None:
+    """Once the service has started: keep the garbage collector off what start-up built.
+
+    Imports and set-up leave some 140,000 long-lived objects (SQLAlchemy, pydantic,
+    Jinja, aiohttp) that every full collection would walk again, and a worker's
+    allocation rate triggers one every few seconds: measured, that was a sixth of a
+    worker's CPU in a large fan-out (docs/benchmarks.md). Freezing them after one last
+    collection, and collecting the young generation after 10,000 net allocations
+    rather than 700, leaves reference counting to free what the engine makes; cycles
+    are still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 def _configure_logging() -> None:
@@ -183,6 +201,7 @@ async def _worker(config: Config) -> None:
     engine = DeliveryWorker(store)
     await engine.start()
     await scheduler.start()
+    settle_heap()
     click.echo(f"worker {engine.worker_id} running (store: {store.engine.dialect.name})", err=True)
     try:
         await _until_signal()
