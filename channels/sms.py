@@ -67,7 +67,7 @@ from channels.sms_text import (
 from publisher.config import Config
 from publisher.derived import derived_key
 from publisher.errors import ConfigError
-from publisher.spend import DailySpend, next_day_start
+from publisher.spend import DailySpend, SpendAllowance, next_day_start
 from publisher.store.sql import utcnow
 
 log = logging.getLogger("publisher.sms")
@@ -365,6 +365,7 @@ class SmsChannel(ChannelAdapter):
         self.gateways: list[Gateway] = []
         self.health: dict[str, Health] = {}
         self._spend: DailySpend | None = None
+        self._allowance: SpendAllowance | None = None
         #: gateway name -> the local day on which its cap was found reached (no store
         #: round trip for every further message that day)
         self._full: dict[str, str] = {}
@@ -402,6 +403,9 @@ class SmsChannel(ChannelAdapter):
         self.gateways = gateways
         self.health = {g.name: Health() for g in gateways}
         self._spend = DailySpend(self.context.store)
+        self._allowance = SpendAllowance(self._spend)
+        # a stopping worker gives back the segments it reserved ahead and did not use
+        stack.push_async_callback(self._allowance.close)
 
     # -- composing ---------------------------------------------------------------------------
 
@@ -509,19 +513,28 @@ class SmsChannel(ChannelAdapter):
         cap = gateway.settings.daily_segment_cap
         if cap is None:
             return ""
-        assert self._spend is not None
+        assert self._spend is not None and self._allowance is not None
         day = self._spend.day()
-        if not transactional and self._full.get(gateway.name) == day:
-            return None
         counter = f"sms:{gateway.name}"
-        if await self._spend.reserve(counter, units, cap=None if transactional else cap):
+        if transactional:  # counted as it goes, never refused
+            await self._spend.reserve(counter, units, cap=None)
             return day
-        self._full[gateway.name] = day
-        return None
+        if self._full.get(gateway.name) == day:
+            return None
+        taken = await self._allowance.take(counter, units, cap=cap)
+        if taken is None:
+            self._full[gateway.name] = day
+        return taken
 
-    async def _release(self, gateway: Gateway, units: int, day: str) -> None:
-        if day and self._spend is not None:
-            await self._spend.release(f"sms:{gateway.name}", units, day)
+    async def _release(
+        self, gateway: Gateway, units: int, day: str, *, transactional: bool
+    ) -> None:
+        if day and self._spend is not None and self._allowance is not None:
+            counter = f"sms:{gateway.name}"
+            if transactional:
+                await self._spend.release(counter, units, day)
+            else:
+                await self._allowance.give_back(counter, units, day)
             self._full.pop(gateway.name, None)
 
     async def deliver(self, rendered: Rendered, target: Target, *, delivery_id: str) -> Receipt:
@@ -554,14 +567,14 @@ class SmsChannel(ChannelAdapter):
                 else:
                     provider_id = await gateway.send(text, target.address, delivery_id)
             except TransientDeliveryError:
-                await self._release(gateway, units, day)
+                await self._release(gateway, units, day, transactional=transactional)
                 self._failed(gateway)
                 raise
             except PermanentDeliveryError as exc:
                 if exc.reason == "no_answer":  # it may have gone out (and been billed)
                     self._failed(gateway)
                 else:  # the gateway answered: it is up, this message is refused
-                    await self._release(gateway, units, day)
+                    await self._release(gateway, units, day, transactional=transactional)
                     self._succeeded(gateway)
                 raise
             self._succeeded(gateway)

@@ -17,7 +17,7 @@ from publisher.config import Config
 from publisher.ledger import DeliveryState
 from publisher.messages import queue_message
 from publisher.recipients import Recipients, import_subscribers
-from publisher.spend import DailySpend, local_day, next_day_start
+from publisher.spend import DailySpend, SpendAllowance, block_for, local_day, next_day_start
 from publisher.store import schema as t
 from publisher.store.sql import utcnow
 from tests.conftest import BACKENDS
@@ -86,6 +86,67 @@ async def test_concurrent_reservations_never_pass_the_cap(
         )
         assert sum(granted) == 25
         assert await spends[0].spent("sms:race") == 25
+
+
+async def test_a_worker_reserves_ahead_in_blocks_and_gives_back_what_it_did_not_use(
+    config_factory: Callable[..., Config], backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_store(config_factory(), backend) as store:
+        spend = DailySpend(store)
+        assert block_for(2000) == 100 and block_for(400) == 20 and block_for(12) == 0
+        worker = SpendAllowance(spend)
+        day = await worker.take("sms:a", 3, cap=2000)
+        assert day == spend.day()
+        assert await spend.spent("sms:a") == 100  # one block in the store, 97 held
+        for _ in range(32):
+            assert await worker.take("sms:a", 3, cap=2000) == day
+        assert await spend.spent("sms:a") == 100  # 99 used, still the first block
+        assert await worker.take("sms:a", 3, cap=2000) == day  # 1 held + 2 from a new block
+        assert await spend.spent("sms:a") == 200
+        await worker.give_back("sms:a", 3, day)  # a message the gateway refused
+        await worker.close()
+        assert await spend.spent("sms:a") == 99  # exactly the 33 messages that went out
+
+        # near the cap a block does not fit: exactly what the message needs, then no more
+        other = SpendAllowance(spend)
+        assert await spend.reserve("sms:b", 395, cap=400)
+        assert await other.take("sms:b", 3, cap=400) == day
+        assert await spend.spent("sms:b") == 398
+        assert await other.take("sms:b", 3, cap=400) is None
+        assert await spend.spent("sms:b") == 398
+
+        # a new day: what was held for yesterday goes back to yesterday's counter
+        third = SpendAllowance(spend)
+        assert await third.take("sms:c", 1, cap=2000) == day
+        tomorrow = utcnow() + timedelta(days=1)
+        monkeypatch.setattr("publisher.spend.utcnow", lambda: tomorrow)
+        next_day = spend.day()
+        assert await third.take("sms:c", 1, cap=2000) == next_day
+        assert await spend.spent("sms:c", day) == 1
+        assert await spend.spent("sms:c", next_day) == 100
+
+
+async def test_workers_reserving_in_blocks_never_pass_the_cap(
+    config_factory: Callable[..., Config], backend: str
+) -> None:
+    """Three workers take 2 segments a message until the cap refuses them: the store never
+    counts more than the cap, and once they stop it counts exactly what they took."""
+    async with open_store(config_factory(), backend) as store:
+        spend = DailySpend(store)
+        workers = [SpendAllowance(DailySpend(store)) for _ in range(3)]
+
+        async def send_until_full(worker: SpendAllowance) -> int:
+            taken = 0
+            while await worker.take("sms:race", 2, cap=1000) is not None:
+                taken += 2
+                assert await spend.spent("sms:race") <= 1000
+            return taken
+
+        taken = await asyncio.gather(*(send_until_full(w) for w in workers))
+        for w in workers:
+            await w.close()
+        assert await spend.spent("sms:race") == sum(taken)
+        assert 1000 - 3 * 2 < sum(taken) <= 1000  # each may leave less than a message unused
 
 
 # -- through the engine ----------------------------------------------------------------------------
@@ -194,3 +255,33 @@ async def test_past_the_cap_items_wait_for_the_next_day_and_codes_go_out(
 async def _counted(store: Any, day: str, units: int) -> bool:
     counted: int | None = (await spent(store, "sms:town")).get(day)
     return counted == units
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_stopped_worker_leaves_the_counter_at_what_was_sent(
+    config_factory: Callable[..., Config], backend: str
+) -> None:
+    kannel = fg.FakeKannel()
+    async with fg.serve(kannel) as url:
+        gateway = {"name": "town", "url": url, "username": "u", "password": "p",
+                   "sender": "10690000", "daily_segment_cap": 2000}  # fmt: skip
+        config = with_gateways(config_factory(**ENGINE), [gateway])
+        async with open_store(config, backend) as store:
+            await import_subscribers(
+                Recipients(store), "sms", [phone(i) for i in range(10)], CONSENT
+            )
+            async with running(store) as worker:
+                item = await published_item(store)
+                worker.wake()
+
+                async def all_sent() -> bool:
+                    rows = await ledger_rows(store, item.id, "sms")
+                    return len(rows) == 10 and all(r.state == "sent" for r in rows)
+
+                await eventually(all_sent, 30, "every row sent")
+                # meanwhile the worker holds the rest of its block
+                assert (await spent(store, "sms:town"))[DailySpend(store).day()] == 100
+            rows = await ledger_rows(store, item.id, "sms")
+            assert len(kannel.accepted) == 10
+            today = DailySpend(store).day()
+            assert await spent(store, "sms:town") == {today: sum(r.units for r in rows)}
