@@ -138,7 +138,7 @@ class Lane:
     outcomes: list[Outcome] = field(default_factory=list)
     #: senders waiting for a claimed row: one long-lived coroutine per slot, handed rows
     #: through a future each (cheaper than a task per attempt)
-    idle: deque[asyncio.Future[tuple[Claimed, Target | str | None]]] = field(default_factory=deque)
+    idle: deque[asyncio.Future[tuple[Claimed, Any]]] = field(default_factory=deque)
 
     @property
     def flush_at(self) -> int:
@@ -376,7 +376,7 @@ class DeliveryWorker:
                 for row, stored in rows:
                     # never more rows than free slots, and every free slot's sender is
                     # idle: it registered again as it handed in its outcome
-                    lane.idle.popleft().set_result((row, self._target(row, stored)))
+                    lane.idle.popleft().set_result((row, stored))
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -386,11 +386,9 @@ class DeliveryWorker:
     # -- one attempt ---------------------------------------------------------------------
 
     @staticmethod
-    def _idle_sender(lane: Lane) -> asyncio.Future[tuple[Claimed, Target | str | None]]:
+    def _idle_sender(lane: Lane) -> asyncio.Future[tuple[Claimed, Any]]:
         """Register a sender as idle; a turn hands it a row through the future."""
-        handed: asyncio.Future[tuple[Claimed, Target | str | None]] = (
-            asyncio.get_running_loop().create_future()
-        )
+        handed: asyncio.Future[tuple[Claimed, Any]] = asyncio.get_running_loop().create_future()
         lane.idle.append(handed)
         return handed
 
@@ -398,7 +396,7 @@ class DeliveryWorker:
         self,
         rt: ChannelRuntime,
         lane: Lane,
-        handed: asyncio.Future[tuple[Claimed, Target | str | None]],
+        handed: asyncio.Future[tuple[Claimed, Any]],
     ) -> None:
         """One slot of a lane: wait for a claimed row, make its attempt, again.
 
@@ -406,20 +404,22 @@ class DeliveryWorker:
         hands in an outcome, so a turn always finds a sender for each free slot.
         """
         while True:
-            row, target = await handed
+            row, stored = await handed
             # _attempt hands in the outcome as its last step: registering right after it
             # happens before the loop runs anything else
-            await self._attempt(rt, lane, row, target)
+            await self._attempt(rt, lane, row, stored)
             if self._stop.is_set():
                 return
             handed = self._idle_sender(lane)
 
-    async def _attempt(
-        self, rt: ChannelRuntime, lane: Lane, row: Claimed, target: Target | str | None
-    ) -> None:
+    async def _attempt(self, rt: ChannelRuntime, lane: Lane, row: Claimed, stored: Any) -> None:
+        """One attempt for a claimed row (`stored`: its recipient or endpoint row); its
+        outcome, whatever happens short of cancellation, is handed in for the next turn."""
         started = time.monotonic()
         try:
-            outcome = await self._try(rt, row, target)
+            # the target is read here, inside the guard: an address that cannot be
+            # decrypted fails this attempt, not the turn that claimed it
+            outcome = await self._try(rt, row, self._target(row, stored))
         except asyncio.CancelledError:
             # shutting down mid-attempt: leave the row in `sending` for recovery
             raise
