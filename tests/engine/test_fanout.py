@@ -84,3 +84,43 @@ async def test_an_endpoint_edited_in_config_takes_effect_at_the_next_start(
     assert rows[0].address == "http://127.0.0.1:9/new"
     assert rows[0].settings == {"secret_env": "PORTAL_SECRET_B"}
     assert rows[0].categories == ["nync"]
+
+
+async def test_an_unreadable_address_fails_its_own_delivery_not_the_others(
+    engine_store, gateway
+) -> None:
+    # a damaged ciphertext (a bad restore, a disk error) must not stall the turn that
+    # claimed it: that resident's row retries and fails; everyone else gets the message
+    rec, _ = gateway
+    numbers = await subscribe(engine_store, 20)
+    async with engine_store.write() as conn:
+        # (not the first row: the worker's start-up check reads that one to test the key)
+        damaged = await conn.scalar(sa.select(sa.func.max(t.recipients.c.id)))
+        await conn.execute(
+            t.recipients.update().where(t.recipients.c.id == damaged).values(address_enc="AAAA")
+        )
+    from publisher.content import ItemCreate, content_from
+    from tests.conftest import EDITOR, item_fields
+
+    content = content_from(
+        ItemCreate.model_validate(item_fields(channels=["sms"])), engine_store.config
+    )
+    item = await engine_store.create_item(content, actor=EDITOR)
+    worker = DeliveryWorker(engine_store)
+    await worker.start()
+    try:
+        await publish(engine_store, item)
+        await wait_settled(engine_store, item.id, within=120)
+    finally:
+        await worker.stop()
+    assert await states(engine_store, item.id) == {"sent": 19, "failed": 1}
+    async with engine_store.read() as conn:
+        row = (
+            await conn.execute(
+                sa.select(t.deliveries.c.reason, t.deliveries.c.last_error).where(
+                    t.deliveries.c.target == f"r:{damaged}"
+                )
+            )
+        ).one()
+    assert row.reason == "retries_exhausted" and "cannot decrypt" in row.last_error
+    assert sorted(rec.per_target) == sorted(numbers[:-1])
