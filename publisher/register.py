@@ -3,7 +3,8 @@
 A request is answered within 20 working days of its receipt (条例 Art33), once
 extendable by at most 20 more. Asking the applicant to correct the request (补正,
 Art30) restarts the clock from the day the corrected request arrives; consulting a
-third party or another agency (Art32/34) stops it for as long as that takes. A
+third party or another agency (Art32/34) stops it for as long as that takes. The
+applicant is told to correct once (一次性), within 7 working days of receipt (Art30). A
 request ends with exactly one outcome, a leaf of table 三 of the annual report; a
 request still open at the end of a year is carried over into the next (结转).
 """
@@ -18,7 +19,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from publisher.calendar import WorkCalendar
+from publisher.calendar import WorkCalendar, load_calendar
 from publisher.content import NonBlank
 from publisher.errors import Conflict, NotFound, ValidationFailed
 from publisher.store import schema as t
@@ -27,6 +28,8 @@ from publisher.store.sql import SqlStore, utcnow
 #: Art33: 20 working days, and one extension of at most 20
 ANSWER_DAYS = 20
 EXTENSION_DAYS = 20
+#: Art30: the applicant is told to correct (补正) once, within 7 working days of receipt
+CORRECTION_DAYS = 7
 
 
 class ApplicantType(StrEnum):
@@ -111,6 +114,33 @@ class DisclosureRequest:
         """Received by 31 December of `year` and not closed by then: carried over (结转)."""
         end = date(year, 12, 31)
         return self.received_on <= end and (self.closed_on is None or self.closed_on > end)
+
+
+def correction_limit(req: DisclosureRequest, calendar: WorkCalendar) -> date:
+    """The last day to tell the applicant to correct the request (Art30): the 7th working
+    day after the day of receipt, which is not counted itself (as the 20 days of Art33)."""
+    return calendar.add_working_days(req.received_on, CORRECTION_DAYS)
+
+
+def check_correction(req: DisclosureRequest, started_on: date, calendar: WorkCalendar) -> None:
+    """Art30: a 补正 is asked once (一次性), within 7 working days of receipt."""
+    if any(p.kind is PauseKind.CORRECTION for p in req.pauses):
+        raise ValidationFailed(
+            f"request {req.id}: a request is told to correct once (Art. 30); "
+            "it was asked for 补正 already"
+        )
+    limit = correction_limit(req, calendar)
+    if started_on > limit:
+        missing = calendar.missing_years(req.received_on, limit)
+        unentered = (
+            f"; working days of {', '.join(map(str, missing))} not entered, weekends only"
+            if missing
+            else ""
+        )
+        raise ValidationFailed(
+            f"request {req.id}: 补正 must be asked within {CORRECTION_DAYS} working days of "
+            f"receipt (by {limit.isoformat()}); Art. 30{unentered}"
+        )
 
 
 def deadline(req: DisclosureRequest, calendar: WorkCalendar) -> date | None:
@@ -228,12 +258,22 @@ class Register:
             cond.append(r.closed_on.is_(None))
         return await self._load(*cond)
 
-    async def pause(self, request_id: int, body: PauseIn) -> DisclosureRequest:
+    async def pause(
+        self, request_id: int, body: PauseIn, calendar: WorkCalendar | None = None
+    ) -> DisclosureRequest:
+        """Stop the clock. A 补正 is refused after the 7th working day from receipt or when
+        the request was asked to correct before (Art30); `calendar` is the store's when
+        not given."""
         _check_day("started_on", body.started_on)
+        workdays: WorkCalendar | None = None
+        if body.kind is PauseKind.CORRECTION:
+            workdays = calendar if calendar is not None else await load_calendar(self.store)
         async with self.store.write() as conn:
             req = await self._open_request(conn, request_id)
             if body.started_on < req.received_on:
                 raise ValidationFailed("started_on: before the request was received")
+            if workdays is not None:
+                check_correction(req, body.started_on, workdays)
             if any(p.ended_on is None for p in req.pauses):
                 raise Conflict(f"request {request_id} is already paused; resume it first")
             last = max((p.ended_on for p in req.pauses if p.ended_on), default=None)
