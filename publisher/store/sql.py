@@ -127,6 +127,11 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+#: PostgreSQL connections SqlStore.run keeps open between turns (one per lane of each
+#: channel at most; the rest go back to the pool)
+KEPT_CONNECTIONS = 4
+
+
 class SqlStore:
     def __init__(self, config: Config, *, engine: AsyncEngine | None = None) -> None:
         self.config = config
@@ -134,10 +139,14 @@ class SqlStore:
         self.engine = engine or make_engine(self.url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._sync_engine: sa.Engine | None = None
+        #: PostgreSQL connections run() keeps between turns (see run)
+        self._kept: list[AsyncConnection] = []
 
     # -- lifecycle -------------------------------------------------------
 
     async def close(self) -> None:
+        while self._kept:
+            await self._kept.pop().close()
         await self.engine.dispose()
         if self._sync_engine is not None:
             self._sync_engine.dispose()
@@ -152,11 +161,24 @@ class SqlStore:
         hand-offs that bound throughput. It never waits for SQLite's write lock
         while blocking the loop: the connection does not wait (busy_timeout 0),
         and a busy database is retried after an asynchronous back-off. On
-        PostgreSQL it runs through the async engine (asyncpg) unchanged.
+        PostgreSQL it runs through the async engine (asyncpg) on a connection kept
+        between turns: checking one out of the pool costs a ping and, on return, a
+        rollback — two round trips of the dozen a turn makes. A turn that fails drops
+        its connection (a server restart is then met with a fresh, pinged one).
         """
         if not self.is_sqlite:
-            async with self.write() if write else self.read() as conn:
-                return await conn.run_sync(fn)
+            pg = self._kept.pop() if self._kept else await self.engine.connect()
+            try:
+                async with pg.begin():
+                    result = await pg.run_sync(fn)
+            except BaseException:
+                await asyncio.shield(pg.close())
+                raise
+            if len(self._kept) < KEPT_CONNECTIONS:
+                self._kept.append(pg)
+            else:
+                await pg.close()
+            return result
         if self._sync_engine is None:
             self._sync_engine = sa.create_engine(
                 self.engine.url.set(drivername="sqlite"),
