@@ -12,7 +12,7 @@ from aiohttp import web
 
 from publisher.sessions import Sessions
 from publisher.store.sql import SqlStore
-from publisher.web.ui import admin, compose, dashboard, pages, review
+from publisher.web.ui import admin, boards_pages, compose, dashboard, pages, review
 from publisher.web.ui.errors import ui_error_middleware
 from publisher.web.ui.session import SESSIONS
 
@@ -21,5 +21,5 @@ __all__ = ["setup", "ui_error_middleware"]
 
 def setup(app: web.Application, store: SqlStore) -> None:
     app[SESSIONS] = Sessions(store)
-    for module in (pages, compose, review, dashboard, admin):
+    for module in (pages, compose, review, dashboard, admin, boards_pages):
         app.add_routes(module.routes)
