@@ -17,6 +17,16 @@ gateway itself (credentials, signature, template, balance, throttling) are trans
 so the channel fails over to the next gateway; faults of one message (the number) are
 permanent. The AccessKeySecret never appears in an error or a log line, and neither
 does the platform's `Message` (it may quote the string to sign, numbers included).
+
+Delivery reports come back by the platform's "HTTP batch push" of SmsReport messages
+(短信回执消息, HTTP 批量推送; help.aliyun.com/document_detail/101867): a `POST` of a JSON
+array, each entry with `phone_number`, `send_time`, `report_time`, `success` (bool),
+`err_code` ("DELIVERED" or why not), `err_msg`, `sms_size`, `biz_id` (SendSms's BizId)
+and `out_id` (the OutId we sent: the ledger row's id). It cannot sign them, so the URL
+configured in its console carries a token (`report_token`, an HMAC of the gateway's
+name with a key of its own); `python -m channels.sms_aliyun [CONFIG]` prints that URL.
+The pure parts are here (`parse_reports`, `report_reason`, `report_number_matches`);
+the route is publisher.web.sms_aliyun_reports.
 """
 
 from __future__ import annotations
@@ -25,6 +35,8 @@ import base64
 import hashlib
 import hmac
 import json
+import os
+import sys
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,6 +52,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from channels.base import PermanentDeliveryError, TransientDeliveryError, secret_from
 from channels.gateway_http import exchange
+from publisher.config import Config
+from publisher.derived import derived_key
 
 API_VERSION = "2017-05-25"
 #: variables a template for an item may use, and for a transactional message
@@ -343,3 +357,167 @@ class AliyunGateway:
         if meaning.verdict is Verdict.GATEWAY:
             raise TransientDeliveryError(said)
         raise PermanentDeliveryError(said, reason=meaning.reason)
+
+
+# -- delivery reports (SmsReport, HTTP batch push) -------------------------------------------
+
+#: the purpose of the key the report URLs' tokens are made with (publisher.derived)
+REPORT_PURPOSE = "sms/aliyun-report"
+#: failure codes of reports with an obvious reason for staff; any other → "undelivered".
+#: The platform's own codes and the carriers' CMPP ones it passes on; every code, listed
+#: or not, stays in the event's detail with err_msg.
+REPORT_REASONS: dict[str, str] = {
+    "MOBILE_NOT_ON_SERVICE": "unreachable",  # 停机、空号、关机、不在服务区
+    "IS_CLOSE": "unreachable",  # 关机
+    "MOBILE_TERMINAL_ERROR": "unreachable",  # the handset (memory full, fault)
+    "INVALID_NUMBER": "bad_address",  # 号码状态异常
+    "MOBILE_IN_BLACK": "blocked",  # on the carrier's or platform's block list
+    "USER_REJECT": "blocked",  # the phone refuses messages from this sender
+    "CONTENT_KEYWORD": "content_rejected",  # the carrier's keyword filter
+    "EXPIRED": "expired",  # not delivered within the SMSC's validity period
+    "REJECTD": "smsc_reject",
+    "UNDELIV": "undelivered",
+}
+
+
+def report_reason(err_code: str) -> str:
+    """The ledger reason of a failed report's err_code."""
+    return REPORT_REASONS.get(err_code.strip(), "undelivered")
+
+
+def report_key(config: Config, dlr_secret: str | None = None) -> bytes:
+    """The key of the report URLs' tokens: from `dlr_secret` where one is set (as Kannel's
+    report tokens are), else derived from the data key; raises ConfigError without either."""
+    if dlr_secret:
+        base = hashlib.sha256(dlr_secret.encode()).digest()
+        return hmac.new(base, REPORT_PURPOSE.encode(), hashlib.sha256).digest()
+    return derived_key(config, REPORT_PURPOSE)
+
+
+def report_token(key: bytes, gateway: str) -> str:
+    """The token in gateway `gateway`'s report URL (128 bits, URL-safe)."""
+    mac = hmac.new(key, f"aliyun-report:{gateway}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac[:16]).decode().rstrip("=")
+
+
+def report_path(token: str) -> str:
+    return f"/sms/aliyun/report/{token}"
+
+
+@dataclass(frozen=True, slots=True)
+class SmsReport:
+    """One entry of a pushed SmsReport array."""
+
+    phone_number: str
+    success: bool
+    err_code: str
+    err_msg: str
+    biz_id: str
+    out_id: str
+    report_time: str
+
+    @property
+    def delivery_id(self) -> int | None:
+        """The ledger row the report is about (our OutId), or None: not one of ours."""
+        out = self.out_id.strip()
+        return int(out) if out.isascii() and out.isdigit() and len(out) <= 18 else None
+
+
+#: what every entry must carry, as the documentation gives them (all strings but success)
+_REQUIRED_TEXT = ("phone_number", "err_code", "biz_id", "out_id")
+_OPTIONAL_TEXT = ("send_time", "report_time", "err_msg")
+
+
+def parse_report(entry: object) -> SmsReport:
+    """One entry; raises ValueError saying what is wrong (never quoting a value)."""
+    if not isinstance(entry, dict):
+        raise ValueError("not a JSON object")
+    for key in _REQUIRED_TEXT:
+        if not isinstance(entry.get(key), str):
+            raise ValueError(f"{key}: missing or not a string")
+    if not isinstance(entry.get("success"), bool):
+        raise ValueError("success: missing or not a boolean")
+    for key in _OPTIONAL_TEXT:
+        if entry.get(key) is not None and not isinstance(entry[key], str):
+            raise ValueError(f"{key}: not a string")
+    size = entry.get("sms_size")  # documented as a string; a number is taken too
+    if size is not None and (isinstance(size, bool) or not isinstance(size, str | int)):
+        raise ValueError("sms_size: not a string")
+    return SmsReport(
+        phone_number=entry["phone_number"],
+        success=entry["success"],
+        err_code=entry["err_code"],
+        err_msg=entry.get("err_msg") or "",
+        biz_id=entry["biz_id"],
+        out_id=entry["out_id"],
+        report_time=entry.get("report_time") or "",
+    )
+
+
+def parse_reports(data: object) -> tuple[list[SmsReport], list[str]]:
+    """The reports of a pushed body, and what was wrong with each entry that is not one.
+    Raises ValueError for a body that is no batch of reports at all: not an array, or
+    an array none of whose entries is a report."""
+    if not isinstance(data, list):
+        raise ValueError("body: must be a JSON array of reports")
+    reports: list[SmsReport] = []
+    bad: list[str] = []
+    for n, entry in enumerate(data):
+        try:
+            reports.append(parse_report(entry))
+        except ValueError as exc:
+            bad.append(f"[{n}] {exc}")
+    if data and not reports:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise ValueError(f"body: no entry is a report: {bad[0]}{more}")
+    return reports, bad
+
+
+def report_number_matches(reported: str, e164: str) -> bool:
+    """Whether a report's phone_number is the number `e164`: as we sent it (the national
+    digits for mainland China, else country code and number), or with its country code,
+    `+` or `00` in front or not. A `*` in a masked number stands for any digit, but at
+    least four digits must be visible."""
+    got = reported.strip().removeprefix("+")
+    if got.startswith("00"):
+        got = got[2:]
+    try:
+        ours = {aliyun_number(e164), e164.removeprefix("+")}
+    except PermanentDeliveryError:
+        return False
+    if sum(c.isdigit() for c in got) < 4:
+        return False
+    return any(
+        len(got) == len(want) and all(c == "*" or c == w for c, w in zip(got, want, strict=True))
+        for want in ours
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m channels.sms_aliyun [CONFIG]`: each aliyun gateway's report URL, the
+    receiving address (接收地址) to set in its console for status reports (状态报告接收)
+    in HTTP batch push mode (HTTP 批量推送)."""
+    from channels.sms import callback_base, sms_settings  # channels.sms imports this module
+    from publisher.config import load_config
+    from publisher.errors import ConfigError
+
+    args = sys.argv[1:] if argv is None else argv
+    path = args[0] if args else os.environ.get("PUBLISHER_CONFIG", "config.yaml")
+    try:
+        config = load_config(path)
+        settings = sms_settings(config)
+        names = [g.name for g in settings.gateways if g.type == "aliyun"]
+        if not names:
+            raise ConfigError("channels.sms.settings.gateways: no gateway of type aliyun")
+        key = report_key(config, settings.dlr_secret)
+    except ConfigError as exc:
+        sys.stderr.write(f"publisher: {exc.detail}\n")
+        return 2
+    base = callback_base(config, settings)
+    for name in names:
+        sys.stdout.write(f"{name}: {base}{report_path(report_token(key, name))}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

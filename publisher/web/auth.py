@@ -26,6 +26,8 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
         # subscribing by code (rate-limited), short links in messages
         ("GET", "/sms/dlr"),
         ("GET", "/sms/inbound"),
+        # Alibaba Cloud SMS's report pushes (the token in the path is checked first)
+        ("POST", "/sms/aliyun/report/{token}"),
         ("POST", "/api/v1/subscribers"),
         ("POST", "/api/v1/subscribers/verify"),
         ("GET", "/s/{code}"),

@@ -16,6 +16,7 @@ from publisher.web.boards import OPENAPI_PATHS as BOARD_PATHS
 from publisher.web.reports import OPENAPI_MODELS as REPORT_MODELS
 from publisher.web.reports import OPENAPI_PATHS as REPORT_PATHS
 from publisher.web.sms import SubscribeBody, VerifyBody
+from publisher.web.sms_aliyun_reports import OPENAPI_PATHS as ALIYUN_REPORT_PATHS
 
 routes = web.RouteTableDef()
 
@@ -452,6 +453,7 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     **REPORT_PATHS,  # clocks, request register and annual report (publisher.web.reports)
     **BOARD_PATHS,  # notice boards, print packs, operators' links (publisher.web.boards)
+    **ALIYUN_REPORT_PATHS,  # Alibaba Cloud SMS's report pushes (publisher.web.sms_aliyun_reports)
 }
 
 MODELS: list[type[BaseModel]] = [

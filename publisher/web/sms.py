@@ -2,6 +2,7 @@
 
 - `GET /sms/dlr` — delivery reports (Kannel's dlr-url); the token in the URL is checked
   before anything else, then the core records the receipt.
+- `POST /sms/aliyun/report/{token}` — Alibaba Cloud's reports (publisher.web.sms_aliyun_reports).
 - `GET /sms/inbound` — keywords residents send (Kannel's sms-service get-url, with the
   shared secret from config); the answer's body is the reply Kannel sends back, as
   UCS-2 (`X-Kannel-Coding: 2`, the service needs `accept-x-kannel-headers = true`).
@@ -37,6 +38,7 @@ from publisher.recipients import Consent, Recipients, RecipientStatus
 from publisher.shortlinks import ShortLinks
 from publisher.subscriptions import CodePolicy, CodeSubscriptions, TooManyRequests
 from publisher.web import mail as mail_web
+from publisher.web import sms_aliyun_reports
 from publisher.web.api import json_response, read_json
 from publisher.web.keys import CONFIG, STORE, WORKER
 from publisher.web.problems import problem
@@ -99,6 +101,7 @@ SMS = web.AppKey("sms", SmsWeb)
 def setup(app: web.Application, config: Config) -> None:
     app[SMS] = SmsWeb(config)
     app.add_routes(routes)
+    sms_aliyun_reports.setup(app, config)
 
 
 # -- delivery reports ---------------------------------------------------------------------
