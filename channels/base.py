@@ -14,9 +14,9 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 if TYPE_CHECKING:
     from publisher.config import Config
@@ -171,6 +171,24 @@ class ChannelSettings(BaseModel):
     """Per-channel settings under `channels.<name>.settings`; adapters subclass it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_Settings = TypeVar("_Settings", bound=ChannelSettings)
+
+
+def validated_settings(model: type[_Settings], where: str, settings: Any) -> _Settings:
+    """`settings` validated as `model`; otherwise ConfigError naming the first wrong key
+    under `where` (the settings' place in the config, e.g. `channels.email.settings`)."""
+    try:
+        return model.model_validate(settings)
+    except ValidationError as exc:
+        from publisher.errors import ConfigError  # the core's error, as config errors are
+
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        key = f"{where}.{loc}" if loc else where
+        raise ConfigError(f"{key}: {msg.removeprefix('Value error, ')}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 
 import jinja2
 from markupsafe import Markup
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field
 
 from channels.base import (
     ChannelAdapter,
@@ -51,9 +51,9 @@ from channels.base import (
     Subject,
     Target,
     TransientDeliveryError,
+    validated_settings,
 )
 from publisher.config import Config
-from publisher.errors import ConfigError
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 #: image tags in a sanitized body (nh3 quotes and escapes every attribute)
@@ -88,14 +88,9 @@ class BoardSettings(ChannelSettings):
 
 def board_settings(config: Config) -> BoardSettings:
     """The validated `channels.board.settings`; ConfigError naming the key otherwise."""
-    try:
-        return BoardSettings.model_validate(config.channels.board.settings)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        where = f"channels.board.settings.{loc}" if loc else "channels.board.settings"
-        raise ConfigError(f"{where}: {msg.removeprefix('Value error, ')}") from None
+    return validated_settings(
+        BoardSettings, "channels.board.settings", config.channels.board.settings
+    )
 
 
 def packs_path(config: Config) -> Path:

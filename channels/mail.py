@@ -48,7 +48,7 @@ from typing import Any, ClassVar, Literal
 import aiosmtplib
 import jinja2
 from markupsafe import escape
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from channels.base import (
     ChannelAdapter,
@@ -62,6 +62,7 @@ from channels.base import (
     Subject,
     Target,
     TransientDeliveryError,
+    validated_settings,
 )
 from publisher.config import Config
 from publisher.digests import DIGEST_KIND
@@ -173,14 +174,9 @@ class MailSettings(ChannelSettings):
 
 def mail_settings(config: Config) -> MailSettings:
     """The validated `channels.email.settings`; ConfigError naming the key otherwise."""
-    try:
-        return MailSettings.model_validate(config.channels.email.settings)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        where = f"channels.email.settings.{loc}" if loc else "channels.email.settings"
-        raise ConfigError(f"{where}: {msg.removeprefix('Value error, ')}") from None
+    return validated_settings(
+        MailSettings, "channels.email.settings", config.channels.email.settings
+    )
 
 
 # -- templates ------------------------------------------------------------------------------

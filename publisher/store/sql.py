@@ -243,11 +243,8 @@ class SqlStore:
         return await self.get_user(name)
 
     async def get_user(self, name: str) -> User:
-        async with self.read() as conn:
-            row = (await conn.execute(sa.select(t.users).where(t.users.c.name == name))).first()
-        if row is None:
-            raise NotFound(f"no user named {name!r}")
-        return _user(row)
+        query = sa.select(t.users).where(t.users.c.name == name)
+        return _user(await self._get_one(query, f"no user named {name!r}"))
 
     async def list_users(self) -> list[User]:
         async with self.read() as conn:
@@ -454,17 +451,10 @@ class SqlStore:
             return await self._load(conn, item_id)
 
     async def get_revision(self, item_id: str, number: int) -> Revision:
-        async with self.read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(t.revisions).where(
-                        t.revisions.c.item_id == item_id, t.revisions.c.number == number
-                    )
-                )
-            ).first()
-        if row is None:
-            raise NotFound(f"item {item_id} has no revision {number}")
-        return _revision(row)
+        query = sa.select(t.revisions).where(
+            t.revisions.c.item_id == item_id, t.revisions.c.number == number
+        )
+        return _revision(await self._get_one(query, f"item {item_id} has no revision {number}"))
 
     async def list_items(self, query: ItemQuery) -> tuple[list[Item], int]:
         cond = self._conditions(query)
@@ -748,30 +738,35 @@ class SqlStore:
                 chosen = CORRECTION_RESEND if resend is None else resend
                 resend_to = self._channels_for(item, pending.content) & chosen
                 details["resend"] = sorted(c.value for c in resend_to)
-            await conn.execute(
-                t.items.update()
-                .where(t.items.c.id == item.id)
-                .values(
-                    revision=pending.number,
-                    pending_revision=None,
-                    pending_state=None,
-                    version=item.version + 1,
-                    updated_at=now,
-                    **_item_copies(pending.content),
-                )
-            )
-            await self._audit(
-                conn,
-                item.id,
-                actor.name,
-                "approve",
-                item.status,
-                item.status,
-                pending.number,
-                now,
-                reason,
-                details,
-            )
+            # the pending revision becomes the live one
+            values: dict[str, Any] = {
+                "revision": pending.number,
+                "pending_revision": None,
+                "pending_state": None,
+                **_item_copies(pending.content),
+            }
+        else:
+            to_state = moves[(state, action)]
+            assert to_state is not None
+            values = {"pending_state": to_state.value}
+        await conn.execute(
+            t.items.update()
+            .where(t.items.c.id == item.id)
+            .values(version=item.version + 1, updated_at=now, **values)
+        )
+        await self._audit(
+            conn,
+            item.id,
+            actor.name,
+            action.value,
+            item.status,
+            item.status,
+            pending.number,
+            now,
+            reason,
+            details,
+        )
+        if action is Action.APPROVE:
             if item.status is ItemStatus.PUBLISHED:
                 # the approved revision goes out as a correction (更正)
                 await self._event(
@@ -787,26 +782,6 @@ class SqlStore:
                 refreshed = await self._load(conn, item.id)
                 if workflow.after_approval(refreshed.content, now) is Action.PUBLISH:
                     await self._publish(conn, refreshed, now)
-            return
-        to_state = moves[(state, action)]
-        assert to_state is not None
-        await conn.execute(
-            t.items.update()
-            .where(t.items.c.id == item.id)
-            .values(pending_state=to_state.value, version=item.version + 1, updated_at=now)
-        )
-        await self._audit(
-            conn,
-            item.id,
-            actor.name,
-            action.value,
-            item.status,
-            item.status,
-            pending.number,
-            now,
-            reason,
-            details,
-        )
 
     async def _check_four_eyes(
         self, conn: AsyncConnection, item: Item, revision: Revision, approver: str
@@ -858,10 +833,7 @@ class SqlStore:
                 t.items.update().where(t.items.c.id == item.id).values(expired_at=now)
             )
             await self._cancel_deliveries(conn, item.id, EventKind.EXPIRED, now)
-            channels = self._channels_for(item, item.content)
-            await self._event(
-                conn, item.id, item.revision.number, EventKind.EXPIRED, channels, False, now
-            )
+            await self._live_event(conn, item, EventKind.EXPIRED, False, now)
 
         return await self._each_due(ItemStatus.PUBLISHED, t.items.c.expires_at, now, expire)
 
@@ -1091,19 +1063,23 @@ class SqlStore:
     async def get_attachment(self, item_id: str, attachment_id: str) -> Attachment:
         if "\x00" in item_id + attachment_id:  # PostgreSQL text cannot hold NUL
             raise NotFound(f"no attachment {attachment_id!r} on item {item_id!r}")
-        async with self.read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(t.attachments).where(
-                        t.attachments.c.id == attachment_id, t.attachments.c.item_id == item_id
-                    )
-                )
-            ).first()
-        if row is None:
-            raise NotFound(f"no attachment {attachment_id!r} on item {item_id!r}")
-        return _attachment(row)
+        query = sa.select(t.attachments).where(
+            t.attachments.c.id == attachment_id, t.attachments.c.item_id == item_id
+        )
+        missing = f"no attachment {attachment_id!r} on item {item_id!r}"
+        return _attachment(await self._get_one(query, missing))
 
     # -- internals ---------------------------------------------------------------
+
+    async def _get_one(self, query: sa.Select[Any], missing: str) -> Row[Any]:
+        """The first row `query` reads (in a read transaction of its own), or NotFound with
+        the message `missing`."""
+        async with self.read() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            raise NotFound(missing)
+        found: Row[Any] = row
+        return found
 
     def _enabled(self) -> frozenset[Channel]:
         chans = self.config.channels
@@ -1266,15 +1242,7 @@ class SqlStore:
             .where(t.items.c.id == item.id)
             .values(index_no=index_no, published_at=now)
         )
-        await self._event(
-            conn,
-            item.id,
-            item.revision.number,
-            EventKind.PUBLISHED,
-            self._channels_for(item, item.content),
-            item.content.urgent,
-            now,
-        )
+        await self._live_event(conn, item, EventKind.PUBLISHED, item.content.urgent, now)
 
     async def _withdraw(self, conn: AsyncConnection, item: Item, now: datetime) -> None:
         await conn.execute(
@@ -1284,15 +1252,7 @@ class SqlStore:
         )
         await self._cancel_deliveries(conn, item.id, EventKind.WITHDRAWN, now)
         if item.status is ItemStatus.PUBLISHED:
-            await self._event(
-                conn,
-                item.id,
-                item.revision.number,
-                EventKind.WITHDRAWN,
-                self._channels_for(item, item.content),
-                False,
-                now,
-            )
+            await self._live_event(conn, item, EventKind.WITHDRAWN, False, now)
 
     async def _cancel_deliveries(
         self, conn: AsyncConnection, item_id: str, reason: str, now: datetime
@@ -1392,6 +1352,13 @@ class SqlStore:
                 created_at=now,
             )
         )
+
+    async def _live_event(
+        self, conn: AsyncConnection, item: Item, kind: str, urgent: bool, now: datetime
+    ) -> None:
+        """An event on the item's live revision, for the channels its content is public on."""
+        channels = self._channels_for(item, item.content)
+        await self._event(conn, item.id, item.revision.number, kind, channels, urgent, now)
 
     async def _audit(
         self,

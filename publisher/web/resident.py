@@ -30,8 +30,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -58,6 +58,7 @@ from publisher.web.ui.session import secure_cookie, see_other, tokens_match
 
 log = logging.getLogger("publisher.web.resident")
 routes = web.RouteTableDef()
+_T = TypeVar("_T")
 
 #: the anonymous forms' CSRF token (double submit), valid under /subscribe
 FORM_COOKIE = "gk_form"
@@ -67,6 +68,8 @@ MAX_EMAIL = 320
 MAX_CODE = 12
 MAX_TICKET = 600
 MAX_CATEGORIES = 50
+#: a channel's required field on its forms, and that field's length limit
+ADDRESS_FIELD = {"sms": ("number", MAX_NUMBER), "email": ("email", MAX_EMAIL)}
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -272,6 +275,12 @@ def _wake(request: web.Request) -> None:
         worker.wake()
 
 
+def _known(request: web.Request, slugs: list[str]) -> list[str]:
+    """The slugs that name a category (the ones a form can show ticked)."""
+    config = request.app[CONFIG]
+    return [c for c in slugs if config.category(c) is not None]
+
+
 def _field_error(request: web.Request, exc: ValidationFailed, channel: str) -> tuple[str, str]:
     """(field, message) for a refusal of the core, in the resident's language; the core's
     own words (English, for the API) are not shown."""
@@ -286,6 +295,43 @@ def _field_error(request: web.Request, exc: ValidationFailed, channel: str) -> t
             "This is not a valid mobile number. Enter the 11 digits, e.g. 13800138000."
         )
     return "address", _("This is not a valid email address, e.g. name@example.com.")
+
+
+async def _form_post(
+    request: web.Request,
+    channel: str,
+    again: Callable[[MultiDict[str], tuple[str, str]], web.Response],
+    call: Callable[[MultiDict[str], str], Awaitable[_T]],
+    done: Callable[[_T], web.Response],
+) -> web.Response:
+    """The steps the forms that ask the core for something share, in order: 404 when the
+    channel (sms, email) is not offered, 403 when the body is not a form or its CSRF token
+    does not match, the form again (`again`, with a (field, message) error) when the
+    channel's address field is empty; then `call(form, address)`, whose refusals become
+    pages: 503 (not configured), 429 (too many requests) and the form again (a value
+    refused). On success the worker is woken and `done` answers with what `call` returned."""
+    _ = _gettext(request)
+    channels = request.app[CONFIG].channels
+    if not (channels.sms if channel == "sms" else channels.email).enabled:
+        return _not_offered(request)
+    form = await _read_form(request)
+    if form is None:
+        return _csrf_refused(request)
+    address = _field(form, *ADDRESS_FIELD[channel])
+    if not address:
+        if channel == "sms":
+            return again(form, ("address", _("Enter your mobile number.")))
+        return again(form, ("address", _("Enter your email address.")))
+    try:
+        result = await call(form, address)
+    except ConfigError as exc:
+        return _unavailable(request, exc)
+    except TooManyRequests as exc:
+        return _too_many(request, exc, channel)
+    except ValidationFailed as exc:
+        return again(form, _field_error(request, exc, channel))
+    _wake(request)
+    return done(result)
 
 
 # -- display mode ----------------------------------------------------------------------------
@@ -404,43 +450,36 @@ def _code_url(request: web.Request, path: str, ticket: str) -> str:
     return f"{_prefix(request)}{path}?{urlencode({'ticket': ticket})}"
 
 
+async def _code_request(
+    request: web.Request,
+    purpose: Literal["subscribe", "leave"],
+    again: Callable[[MultiDict[str], tuple[str, str]], web.Response],
+    categories: Callable[[MultiDict[str]], list[str]],
+) -> web.Response:
+    """A number form's POST (as `_form_post`): a code sent for `purpose`, then a redirect to
+    the code form, the number sealed in its ticket."""
+    path = "/subscribe/leave/code" if purpose == "leave" else "/subscribe/sms/code"
+
+    async def send_code(form: MultiDict[str], number: str) -> str:
+        flow = _code_flow(request)
+        await flow.request_code("sms", number, categories(form), request.remote, purpose=purpose)
+        return Tickets(request.app[CONFIG]).seal(
+            f"sms/{purpose}", normalize("sms", number), flow.policy.ttl_seconds
+        )
+
+    def to_code_form(ticket: str) -> web.Response:
+        return see_other(_code_url(request, path, ticket))
+
+    return await _form_post(request, "sms", again, send_code, to_code_form)
+
+
 @routes.post("/subscribe/sms")
 async def sms_request(request: web.Request) -> web.Response:
-    _ = _gettext(request)
-    config = request.app[CONFIG]
-    if not config.channels.sms.enabled:
-        return _not_offered(request)
-    form = await _read_form(request)
-    if form is None:
-        return _csrf_refused(request)
-    number = _field(form, "number", MAX_NUMBER)
-    categories = _categories(form)
-    if not number:
-        return _subscribe_form(
-            request,
-            status=422,
-            sms_chosen=categories,
-            errors={"sms": ("address", _("Enter your mobile number."))},
-        )
-    try:
-        flow = _code_flow(request)
-        await flow.request_code("sms", number, categories, request.remote)
-        ticket = Tickets(config).seal(
-            "sms/subscribe", normalize("sms", number), flow.policy.ttl_seconds
-        )
-    except ConfigError as exc:
-        return _unavailable(request, exc)
-    except TooManyRequests as exc:
-        return _too_many(request, exc, "sms")
-    except ValidationFailed as exc:
-        return _subscribe_form(
-            request,
-            status=422,
-            sms_chosen=[c for c in categories if config.category(c) is not None],
-            errors={"sms": _field_error(request, exc, "sms")},
-        )
-    _wake(request)
-    return see_other(_code_url(request, "/subscribe/sms/code", ticket))
+    def again(form: MultiDict[str], error: tuple[str, str]) -> web.Response:
+        chosen = _known(request, _categories(form))
+        return _subscribe_form(request, status=422, sms_chosen=chosen, errors={"sms": error})
+
+    return await _code_request(request, "subscribe", again, _categories)
 
 
 def _code_form(
@@ -598,30 +637,10 @@ def _leave_form(
 
 @routes.post("/subscribe/leave")
 async def leave_request(request: web.Request) -> web.Response:
-    _ = _gettext(request)
-    config = request.app[CONFIG]
-    if not config.channels.sms.enabled:
-        return _not_offered(request)
-    form = await _read_form(request)
-    if form is None:
-        return _csrf_refused(request)
-    number = _field(form, "number", MAX_NUMBER)
-    if not number:
-        return _leave_form(request, status=422, error=_("Enter your mobile number."))
-    try:
-        flow = _code_flow(request)
-        await flow.request_code("sms", number, [], request.remote, purpose="leave")
-        ticket = Tickets(config).seal(
-            "sms/leave", normalize("sms", number), flow.policy.ttl_seconds
-        )
-    except ConfigError as exc:
-        return _unavailable(request, exc)
-    except TooManyRequests as exc:
-        return _too_many(request, exc, "sms")
-    except ValidationFailed as exc:
-        return _leave_form(request, status=422, error=_field_error(request, exc, "sms")[1])
-    _wake(request)
-    return see_other(_code_url(request, "/subscribe/leave/code", ticket))
+    def again(form: MultiDict[str], error: tuple[str, str]) -> web.Response:
+        return _leave_form(request, status=422, error=error[1])
+
+    return await _code_request(request, "leave", again, lambda form: [])
 
 
 @routes.get("/subscribe/leave/code")
@@ -637,53 +656,40 @@ async def leave_verify(request: web.Request) -> web.Response:
 # -- email: address, categories, frequency -> check your mail -----------------------------------
 
 
+def _frequency(form: MultiDict[str]) -> str:
+    return _field(form, "frequency", 16) or Frequency.IMMEDIATE.value
+
+
 @routes.post("/subscribe/email")
 async def email_request(request: web.Request) -> web.Response:
     _ = _gettext(request)
-    config = request.app[CONFIG]
-    if not config.channels.email.enabled:
-        return _not_offered(request)
-    form = await _read_form(request)
-    if form is None:
-        return _csrf_refused(request)
-    address = _field(form, "email", MAX_EMAIL)
-    categories = _categories(form)
-    frequency = _field(form, "frequency", 16) or Frequency.IMMEDIATE.value
-    known = [c for c in categories if config.category(c) is not None]
-    if not address:
+
+    def again(form: MultiDict[str], error: tuple[str, str]) -> web.Response:
         return _subscribe_form(
             request,
             status=422,
-            email_chosen=known,
-            frequency=frequency,
-            errors={"email": ("address", _("Enter your email address."))},
+            email_chosen=_known(request, _categories(form)),
+            frequency=_frequency(form),
+            errors={"email": error},
         )
-    try:
+
+    async def call(form: MultiDict[str], address: str) -> tuple[str, int]:
         flow = request.app[MAIL].flow(request.app[STORE])
-        answer = await flow.request(address, categories, frequency, request.remote)
-        hours = flow.settings.confirm_ttl_hours
-    except ConfigError as exc:
-        return _unavailable(request, exc)
-    except TooManyRequests as exc:
-        return _too_many(request, exc, "email")
-    except ValidationFailed as exc:
-        return _subscribe_form(
+        answer = await flow.request(address, _categories(form), _frequency(form), request.remote)
+        return answer["address"], flow.settings.confirm_ttl_hours
+
+    def done(sent: tuple[str, int]) -> web.Response:
+        return _notice(
             request,
-            status=422,
-            email_chosen=known,
-            frequency=frequency,
-            errors={"email": _field_error(request, exc, "email")},
+            202,
+            _("Check your mail"),
+            _(
+                "We have sent a message to %(address)s. Open the link in it within %(hours)d "
+                "hours to confirm: nothing is subscribed until you do."
+            )
+            % {"address": sent[0], "hours": sent[1]},
+            _("No message? Look in the spam folder, or send the form again later."),
+            links=[(_prefix(request) + "/", _("Back to the catalogue"))],
         )
-    _wake(request)
-    return _notice(
-        request,
-        202,
-        _("Check your mail"),
-        _(
-            "We have sent a message to %(address)s. Open the link in it within %(hours)d hours to "
-            "confirm: nothing is subscribed until you do."
-        )
-        % {"address": answer["address"], "hours": hours},
-        _("No message? Look in the spam folder, or send the form again later."),
-        links=[(_prefix(request) + "/", _("Back to the catalogue"))],
-    )
+
+    return await _form_post(request, "email", again, call, done)

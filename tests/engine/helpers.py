@@ -4,6 +4,9 @@ and reading the ledger back the way staff would see it."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -28,6 +31,7 @@ from tests.conftest import (
     BACKENDS,
     EDITOR,
     EDITOR2,
+    REPO,
     REVIEWER,
     REVIEWER2,
     Api,
@@ -38,6 +42,32 @@ from tests.engine.conftest import engine_env
 
 #: run a test on SQLite and on PostgreSQL (the engine_store fixture, indirectly)
 BOTH_BACKENDS = pytest.mark.parametrize("engine_store", BACKENDS, indirect=True)
+
+
+def run_cli(store: SqlStore, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m publisher --config config.yaml ARGS…` on the SQLite engine store's
+    database, storage folders and data key (no other PUBLISHER* variable passes through)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PUBLISHER")}
+    env.update(
+        {
+            "PUBLISHER__STORAGE__URL": f"sqlite:///{store.engine.url.database}",
+            "PUBLISHER__STORAGE__ATTACHMENTS_DIR": str(store.config.attachments_path),
+            "PUBLISHER__STORAGE__FEEDS_DIR": str(store.config.feeds_path),
+            "PUBLISHER__SECURITY__DATA_KEY": store.config.security.data_key or "",
+            "PUBLISHER__SECURITY__DATA_KEY_FILE": "",
+            "PYTHONPATH": str(REPO),
+            "COLUMNS": "200",
+        }
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "publisher", "--config", str(REPO / "config.yaml"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
 
 
 async def new_sms_item(store: SqlStore, **overrides: Any) -> Item:

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,7 +13,7 @@ import pytest
 
 from publisher.delivery import DeliveryWorker
 from publisher.store.sql import SqlStore
-from tests.conftest import REPO, Api
+from tests.conftest import Api
 from tests.engine.conftest import phone, states, subscribe, wait_settled
 from tests.engine.helpers import (
     api_on,
@@ -24,6 +21,7 @@ from tests.engine.helpers import (
     ledger_rows,
     new_sms_item,
     published_item,
+    run_cli,
     running,
     sqlite_file_bytes,
 )
@@ -226,30 +224,6 @@ async def test_metrics_with_a_token_only(config_factory: Any, gateway: Any) -> N
 # -- publisher status ITEM ------------------------------------------------------------------------------
 
 
-def _status(store: SqlStore, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PUBLISHER")}
-    env.update(
-        {
-            "PUBLISHER__STORAGE__URL": f"sqlite:///{store.engine.url.database}",
-            "PUBLISHER__STORAGE__ATTACHMENTS_DIR": str(store.config.attachments_path),
-            "PUBLISHER__STORAGE__FEEDS_DIR": str(store.config.feeds_path),
-            "PUBLISHER__SECURITY__DATA_KEY": store.config.security.data_key or "",
-            "PUBLISHER__SECURITY__DATA_KEY_FILE": "",
-            "PYTHONPATH": str(REPO),
-            "COLUMNS": "200",
-        }
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "publisher", "--config", str(REPO / "config.yaml"), "status", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=120,
-        check=False,
-    )
-
-
 def _table(stdout: str) -> dict[str, dict[str, str]]:
     """Rich's table as {channel: {column: cell}}."""
     lines = [ln for ln in stdout.splitlines() if "│" in ln or "┃" in ln]
@@ -266,9 +240,9 @@ async def test_status_command_prints_counts_per_channel(
         item_id, _ = await _one_refused_of_five(engine_store, rec)
     quiet = await new_sms_item(engine_store, title="尚未发布的通知")
     shown, nothing, unknown = await asyncio.gather(
-        asyncio.to_thread(_status, engine_store, item_id[:8]),
-        asyncio.to_thread(_status, engine_store, quiet.id),
-        asyncio.to_thread(_status, engine_store, "ffffffff-0000"),
+        asyncio.to_thread(run_cli, engine_store, "status", item_id[:8]),
+        asyncio.to_thread(run_cli, engine_store, "status", quiet.id),
+        asyncio.to_thread(run_cli, engine_store, "status", "ffffffff-0000"),
     )
     assert shown.returncode == 0, shown.stderr
     assert "Traceback" not in shown.stderr

@@ -4,9 +4,6 @@ keyed hash behind — and that hash keeps the number from ever being messaged ag
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -21,13 +18,13 @@ from publisher.recipients import (
 )
 from publisher.store import schema as t
 from publisher.store.sql import SqlStore
-from tests.conftest import REPO
 from tests.engine.conftest import CONSENT, phone, states, wait_settled
 from tests.engine.helpers import (
     ledger_rows,
     new_sms_item,
     published_item,
     rows_by_address,
+    run_cli,
     running,
     sqlite_file_bytes,
 )
@@ -249,44 +246,20 @@ async def test_pending_and_daily_subscribers_get_no_immediate_message(
 # -- the CLI for access and erasure requests ----------------------------------------------------------
 
 
-def _cli(store: SqlStore, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PUBLISHER")}
-    env.update(
-        {
-            "PUBLISHER__STORAGE__URL": f"sqlite:///{store.engine.url.database}",
-            "PUBLISHER__STORAGE__ATTACHMENTS_DIR": str(store.config.attachments_path),
-            "PUBLISHER__STORAGE__FEEDS_DIR": str(store.config.feeds_path),
-            "PUBLISHER__SECURITY__DATA_KEY": store.config.security.data_key or "",
-            "PUBLISHER__SECURITY__DATA_KEY_FILE": "",
-            "PYTHONPATH": str(REPO),
-            "COLUMNS": "200",
-        }
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "publisher", "--config", str(REPO / "config.yaml"), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=120,
-        check=False,
-    )
-
-
 async def test_subscribers_export_and_erase_commands(engine_store: SqlStore) -> None:
     recipients = Recipients(engine_store)
     await recipients.subscribe("sms", RESIDENT, WEB)
-    exported = _cli(engine_store, "subscribers", "export", NATIONAL)
+    exported = run_cli(engine_store, "subscribers", "export", NATIONAL)
     assert exported.returncode == 0, exported.stderr
     [sub] = json.loads(exported.stdout)["subscriptions"]
     assert sub["address"] == RESIDENT and sub["consents"][0]["method"] == "web_verified"
 
-    erased = _cli(engine_store, "subscribers", "erase", RESIDENT)
+    erased = run_cli(engine_store, "subscribers", "erase", RESIDENT)
     assert erased.returncode == 0, erased.stderr
     assert "138****0001" in erased.stdout and RESIDENT not in erased.stdout
     assert await _recipient_rows(engine_store) == []
     assert await recipients.is_suppressed("sms", RESIDENT)
 
-    again = _cli(engine_store, "subscribers", "erase", RESIDENT)
+    again = run_cli(engine_store, "subscribers", "erase", RESIDENT)
     assert again.returncode == 2
     assert "no subscriber" in again.stderr and "Traceback" not in again.stderr
