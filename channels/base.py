@@ -176,16 +176,20 @@ class ChannelSettings(BaseModel):
 _Settings = TypeVar("_Settings", bound=ChannelSettings)
 
 
-def validated_settings(model: type[_Settings], where: str, settings: Any) -> _Settings:
+def validated_settings(
+    model: type[_Settings], where: str, settings: Any, *, tags: tuple[str, ...] = ()
+) -> _Settings:
     """`settings` validated as `model`; otherwise ConfigError naming the first wrong key
-    under `where` (the settings' place in the config, e.g. `channels.email.settings`)."""
+    under `where` (the settings' place in the config, e.g. `channels.email.settings`).
+    `tags`: the tags of a tagged union, which pydantic puts in the location and the
+    config file does not have (dropped)."""
     try:
         return model.model_validate(settings)
     except ValidationError as exc:
         from publisher.errors import ConfigError  # the core's error, as config errors are
 
         err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
+        loc = ".".join(str(p) for p in err["loc"] if p not in tags)
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         key = f"{where}.{loc}" if loc else where
         raise ConfigError(f"{key}: {msg.removeprefix('Value error, ')}") from None

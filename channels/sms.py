@@ -33,7 +33,6 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -52,6 +51,7 @@ from channels.base import (
     Target,
     TransientDeliveryError,
     secret_from,
+    validated_settings,
 )
 from channels.gateway_http import exchange
 from channels.sms_aliyun import AliyunGateway, AliyunGatewaySettings, template_text
@@ -191,18 +191,11 @@ class SmsSettings(ChannelSettings):
 
 def sms_settings(config: Config) -> SmsSettings:
     """The validated `channels.sms.settings`; ConfigError naming the key otherwise."""
-    try:
-        return SmsSettings.model_validate(config.channels.sms.settings)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        # the gateway type is a tag in pydantic's location (gateways.0.aliyun.url): drop it
-        loc = ".".join(str(p) for p in err["loc"] if p not in ("kannel", "aliyun"))
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        raise ConfigError(
-            f"channels.sms.settings.{loc}: {msg.removeprefix('Value error, ')}".replace(
-                "settings.: ", "settings: "
-            )
-        ) from None
+    # the gateway type is a tag in pydantic's location (gateways.0.aliyun.url): dropped
+    return validated_settings(
+        SmsSettings, "channels.sms.settings", config.channels.sms.settings,
+        tags=("kannel", "aliyun"),
+    )  # fmt: skip
 
 
 def signature_text(config: Config, settings: SmsSettings) -> str:
