@@ -20,6 +20,7 @@ from publisher.errors import (
     NotFound,
     PayloadTooLarge,
     PreconditionRequired,
+    PublisherError,
     UnsupportedMediaType,
     ValidationFailed,
 )
@@ -70,9 +71,8 @@ class ReasonRequired(TransitionBody):
 # -- request helpers ---------------------------------------------------------
 
 
-async def read_json(request: web.Request, model: type[M], *, optional: bool = False) -> M:
-    """Parse a JSON body into `model`; every failure is a 4xx problem."""
-    limit = request.app[CONFIG].server.max_body_bytes
+async def read_body(request: web.Request, limit: int) -> bytearray:
+    """The request's body, refused (413) past `limit` bytes before more is read."""
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
     raw = bytearray()
@@ -80,6 +80,26 @@ async def read_json(request: web.Request, model: type[M], *, optional: bool = Fa
         raw += chunk
         if len(raw) > limit:
             raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    return raw
+
+
+def decode_json(raw: bytes | bytearray, error: type[PublisherError]) -> Any:
+    """JSON text as Python; anything else raises `error` saying what is wrong."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise error("body: not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise error(
+            f"body: not JSON (malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg})"
+        ) from None
+    except RecursionError:
+        raise error("body: JSON nested too deeply") from None
+
+
+async def read_json(request: web.Request, model: type[M], *, optional: bool = False) -> M:
+    """Parse a JSON body into `model`; every failure is a 4xx problem."""
+    raw = await read_body(request, request.app[CONFIG].server.max_body_bytes)
     if not raw.strip():
         if optional:
             return model.model_validate({})
@@ -89,16 +109,7 @@ async def read_json(request: web.Request, model: type[M], *, optional: bool = Fa
         "+json"
     ):
         raise UnsupportedMediaType(f"send JSON with Content-Type: application/json, not {ctype!r}")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ValidationFailed("body: not UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise ValidationFailed(
-            f"body: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from None
-    except RecursionError:
-        raise ValidationFailed("body: JSON nested too deeply") from None
+    data = decode_json(raw, ValidationFailed)
     if not isinstance(data, dict):
         raise ValidationFailed("body: must be a JSON object")
     if _has_nul(data):  # PostgreSQL text cannot hold U+0000: a 500 at insert otherwise

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -42,11 +41,11 @@ from channels.sms_aliyun import (
 )
 from publisher.addresses import AddressBox, mask
 from publisher.config import Config
-from publisher.errors import ConfigError, Forbidden, PayloadTooLarge, PublisherError
+from publisher.errors import ConfigError, Forbidden, PublisherError
 from publisher.ledger import DeliveryState, Ledger, ReceiptResult
 from publisher.store import schema as t
 from publisher.store.sql import SqlStore
-from publisher.web.api import json_response
+from publisher.web.api import decode_json, json_response, read_body
 from publisher.web.keys import STORE
 from publisher.web.problems import MalformedBody
 
@@ -115,23 +114,7 @@ class Tally:
 
 
 async def _read_body(request: web.Request, limit: int) -> Any:
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-    raw = bytearray()
-    async for chunk in request.content.iter_chunked(65536):
-        raw += chunk
-        if len(raw) > limit:
-            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise MalformedBody("body: not UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise MalformedBody(
-            f"body: not JSON (line {exc.lineno} column {exc.colno}: {exc.msg})"
-        ) from None
-    except RecursionError:
-        raise MalformedBody("body: JSON nested too deeply") from None
+    return decode_json(await read_body(request, limit), MalformedBody)
 
 
 async def _row(store: SqlStore, box: AddressBox, delivery_id: int) -> tuple[Any, str | None] | None:
