@@ -46,6 +46,7 @@ from publisher.shortlinks import ShortLinks
 from publisher.text import render_body
 from publisher.web.api import json_response, read_json
 from publisher.web.keys import CONFIG, STORE, current_user
+from publisher.web.openapi_parts import json_body, param, problems
 
 log = logging.getLogger("publisher.boards")
 routes = web.RouteTableDef()
@@ -418,23 +419,6 @@ async def confirm(request: web.Request) -> web.Response:
 OPENAPI_MODELS: list[type[BaseModel]] = [BoardCreate, BoardPatch, PostedBody]
 
 
-def _problems(*codes: int) -> dict[str, Any]:
-    ref = {"$ref": "#/components/schemas/Problem"}
-    return {
-        str(c): {"description": "problem", "content": {"application/problem+json": {"schema": ref}}}
-        for c in codes
-    }
-
-
-def _json_body(model: type[BaseModel]) -> dict[str, Any]:
-    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
-    return {"required": True, "content": {"application/json": {"schema": ref}}}
-
-
-def _param(name: str, where: str = "path", kind: str = "integer") -> dict[str, Any]:
-    return {"name": name, "in": where, "required": where == "path", "schema": {"type": kind}}
-
-
 _OK = {"description": "ok", "content": {"application/json": {"schema": {"type": "object"}}}}
 _PDF = {"description": "the PDF", "content": {"application/pdf": {}}}
 _PAGE = {"description": "an HTML page", "content": {"text/html": {}}}
@@ -447,68 +431,68 @@ _LAYOUT_QUERY = [
     },
 ]
 _TOKEN = {"name": "token", "in": "query", "required": True, "schema": {"type": "string"}}
-_BOARD, _PACK = _param("board_id"), _param("pack_id")
-_ITEM = _param("item_id", kind="string")
+_BOARD, _PACK = param("board_id"), param("pack_id")
+_ITEM = param("item_id", kind="string")
 
 OPENAPI_PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/boards": {
         "get": {
             "summary": "Notice boards (operators' contacts masked)",
-            "responses": {"200": _OK, **_problems(401)},
+            "responses": {"200": _OK, **problems(401)},
         },
         "post": {
             "summary": "Add a notice board (editor, admin)",
-            "requestBody": _json_body(BoardCreate),
-            "responses": {"201": _OK, **_problems(401, 403, 409, 422)},
+            "requestBody": json_body(BoardCreate),
+            "responses": {"201": _OK, **problems(401, 403, 409, 422)},
         },
     },
     "/api/v1/boards/{board_id}": {
         "get": {
             "summary": "One board",
             "parameters": [_BOARD],
-            "responses": {"200": _OK, **_problems(401, 404)},
+            "responses": {"200": _OK, **problems(401, 404)},
         },
         "patch": {
             "summary": 'Change a board (editor, admin); "" clears an operator contact',
             "parameters": [_BOARD],
-            "requestBody": _json_body(BoardPatch),
-            "responses": {"200": _OK, **_problems(401, 403, 404, 409, 422)},
+            "requestBody": json_body(BoardPatch),
+            "responses": {"200": _OK, **problems(401, 403, 404, 409, 422)},
         },
     },
     "/api/v1/boards/{board_id}/packs": {
         "get": {
             "summary": "A board's print packs: state, confirmation, flags (overdue, short_posting)",
             "parameters": [_BOARD],
-            "responses": {"200": _OK, **_problems(401, 404)},
+            "responses": {"200": _OK, **problems(401, 404)},
         }
     },
     "/api/v1/boards/{board_id}/packs/{pack_id}/pdf": {
         "get": {
             "summary": "A pack's PDF",
             "parameters": [_BOARD, _PACK],
-            "responses": {"200": _PDF, **_problems(401, 404)},
+            "responses": {"200": _PDF, **problems(401, 404)},
         }
     },
     "/api/v1/boards/{board_id}/posted": {
         "post": {
             "summary": "Record that the board posted a pack: its delivery becomes delivered",
             "parameters": [_BOARD],
-            "requestBody": _json_body(PostedBody),
-            "responses": {"200": _OK, **_problems(401, 404, 409, 422)},
+            "requestBody": json_body(PostedBody),
+            "responses": {"200": _OK, **problems(401, 404, 409, 422)},
         }
     },
     "/api/v1/items/{item_id}/board.pdf": {
         "get": {
             "summary": "Preview of any item's notice-board layout (the revision under review, if any)",
             "parameters": [_ITEM, *_LAYOUT_QUERY],
-            "responses": {"200": _PDF, **_problems(401, 404, 422)},
+            "responses": {"200": _PDF, **problems(401, 404, 422)},
         }
     },
     "/items/{item_id}/board.pdf": {
         "get": {
             "summary": "A published item's notice-board layout (public)",
             "parameters": [_ITEM, *_LAYOUT_QUERY],
-            "responses": {"200": _PDF, **_problems(404, 422)},
+            "responses": {"200": _PDF, **problems(404, 422)},
         }
     },
     "/boards/{board_id}/packs/{pack_id}": {

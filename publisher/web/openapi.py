@@ -13,6 +13,7 @@ from publisher.web.api import ApproveBody, ReasonRequired, TransitionBody, json_
 from publisher.web.auth import PUBLIC_ROUTES
 from publisher.web.boards import OPENAPI_MODELS as BOARD_MODELS
 from publisher.web.boards import OPENAPI_PATHS as BOARD_PATHS
+from publisher.web.openapi_parts import json_body, problems
 from publisher.web.reports import OPENAPI_MODELS as REPORT_MODELS
 from publisher.web.reports import OPENAPI_PATHS as REPORT_PATHS
 from publisher.web.sms import SubscribeBody, VerifyBody
@@ -35,27 +36,6 @@ _PROBLEM = {
 }
 
 
-def _body(model: type[BaseModel], required: bool = True) -> dict[str, Any]:
-    return {
-        "required": required,
-        "content": {
-            "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
-        },
-    }
-
-
-def _problems(*codes: int) -> dict[str, Any]:
-    return {
-        str(c): {
-            "description": "problem",
-            "content": {
-                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
-            },
-        }
-        for c in codes
-    }
-
-
 def _html(*codes: int) -> dict[str, Any]:
     """Errors of the residents' HTML pages: HTML pages, not problem documents."""
     return {str(c): {"description": "text/html"} for c in codes}
@@ -70,8 +50,8 @@ def _transition(summary: str, model: type[BaseModel], required: bool) -> dict[st
         "post": {
             "summary": summary,
             "parameters": [_ID],
-            "requestBody": _body(model, required),
-            "responses": {"200": _ITEM, **_problems(401, 403, 404, 409, 422)},
+            "requestBody": json_body(model, required),
+            "responses": {"200": _ITEM, **problems(401, 403, 404, 409, 422)},
         }
     }
 
@@ -86,8 +66,8 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/items": {
         "post": {
             "summary": "Create an item (draft)",
-            "requestBody": _body(ItemCreate),
-            "responses": {"201": _ITEM, **_problems(400, 401, 403, 413, 415, 422)},
+            "requestBody": json_body(ItemCreate),
+            "responses": {"201": _ITEM, **problems(400, 401, 403, 413, 415, 422)},
         },
         "get": {
             "summary": "List items",
@@ -103,7 +83,7 @@ PATHS: dict[str, dict[str, Any]] = {
                     ("per_page", "integer"),
                 )
             ],
-            "responses": {"200": {"description": "a page of items"}, **_problems(401, 422)},
+            "responses": {"200": {"description": "a page of items"}, **problems(401, 422)},
         },
     },
     "/api/v1/items/{item_id}": {
@@ -113,7 +93,7 @@ PATHS: dict[str, dict[str, Any]] = {
             "responses": {
                 "200": _ITEM,
                 "304": {"description": "not modified"},
-                **_problems(401, 404),
+                **problems(401, 404),
             },
         },
         "patch": {
@@ -128,8 +108,8 @@ PATHS: dict[str, dict[str, Any]] = {
                     "description": "the ETag from GET; 428 without it, 412 when stale",
                 },
             ],
-            "requestBody": _body(ItemPatch),
-            "responses": {"200": _ITEM, **_problems(401, 403, 404, 409, 412, 422, 428)},
+            "requestBody": json_body(ItemPatch),
+            "responses": {"200": _ITEM, **problems(401, 403, 404, 409, 412, 422, 428)},
         },
     },
     "/api/v1/items/{item_id}/submit": _transition("Submit for review", TransitionBody, False),
@@ -144,7 +124,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": {
             "summary": "The item's audit trail",
             "parameters": [_ID],
-            "responses": {"200": {"description": "entries"}, **_problems(401, 404)},
+            "responses": {"200": {"description": "entries"}, **problems(401, 404)},
         }
     },
     "/api/v1/items/{item_id}/attachments": {
@@ -164,7 +144,7 @@ PATHS: dict[str, dict[str, Any]] = {
             },
             "responses": {
                 "201": {"description": "stored, with its SHA-256"},
-                **_problems(401, 404, 409, 413, 415, 422),
+                **problems(401, 404, 409, 413, 415, 422),
             },
         }
     },
@@ -180,7 +160,7 @@ PATHS: dict[str, dict[str, Any]] = {
                     "schema": {"type": "string"},
                 },
             ],
-            "responses": {"200": {"description": "the file"}, **_problems(401, 404)},
+            "responses": {"200": {"description": "the file"}, **problems(401, 404)},
         }
     },
     "/api/v1/items/{item_id}/deliveries": {
@@ -199,14 +179,14 @@ PATHS: dict[str, dict[str, Any]] = {
                     )
                 ),
             ],
-            "responses": {"200": {"description": "counts and rows"}, **_problems(401, 404, 422)},
+            "responses": {"200": {"description": "counts and rows"}, **problems(401, 404, 422)},
         }
     },
     "/api/v1/items/{item_id}/deliveries/retry": {
         "post": {
             "summary": "Requeue the item's failed and unknown deliveries",
             "parameters": [_ID],
-            "responses": {"200": {"description": "how many were requeued"}, **_problems(401, 404)},
+            "responses": {"200": {"description": "how many were requeued"}, **problems(401, 404)},
         }
     },
     "/api/v1/items/{item_id}/preview": {
@@ -214,7 +194,7 @@ PATHS: dict[str, dict[str, Any]] = {
             "summary": "What each channel of the item would send: the SMS text, its segments and "
             "the estimated total for the current subscribers",
             "parameters": [_ID],
-            "responses": {"200": {"description": "per channel"}, **_problems(401, 404)},
+            "responses": {"200": {"description": "per channel"}, **problems(401, 404)},
         }
     },
     "/api/v1/subscribers": {
@@ -222,20 +202,20 @@ PATHS: dict[str, dict[str, Any]] = {
             "summary": "Subscribe (public): sms sends a 6-digit code to the number; email sends "
             "a confirmation link (double opt-in; frequency immediate or daily). The answer is the "
             "same whether or not the address is subscribed already.",
-            "requestBody": _body(SubscribeBody),
+            "requestBody": json_body(SubscribeBody),
             "responses": {
                 "202": {"description": "code sent (number masked)"},
-                **_problems(400, 413, 415, 422, 429),
+                **problems(400, 413, 415, 422, 429),
             },
         }
     },
     "/api/v1/subscribers/verify": {
         "post": {
             "summary": "Complete a subscription with the code (public); consent is recorded",
-            "requestBody": _body(VerifyBody),
+            "requestBody": json_body(VerifyBody),
             "responses": {
                 "200": {"description": "subscribed (number masked)"},
-                **_problems(400, 413, 415, 422, 429),
+                **problems(400, 413, 415, 422, 429),
             },
         }
     },
@@ -246,7 +226,7 @@ PATHS: dict[str, dict[str, Any]] = {
                 {"name": n, "in": "query", "schema": {"type": "string"}}
                 for n in ("id", "t", "status", "ts")
             ],
-            "responses": {"200": {"description": "recorded"}, **_problems(403, 404, 422, 503)},
+            "responses": {"200": {"description": "recorded"}, **problems(403, 404, 422, 503)},
         }
     },
     "/sms/inbound": {
@@ -257,13 +237,13 @@ PATHS: dict[str, dict[str, Any]] = {
                 {"name": n, "in": "query", "schema": {"type": "string"}}
                 for n in ("secret", "from", "to", "text")
             ],
-            "responses": {"200": {"description": "text/plain reply"}, **_problems(403, 422)},
+            "responses": {"200": {"description": "text/plain reply"}, **problems(403, 422)},
         }
     },
     "/s/{code}": {
         "get": {
             "summary": "Short link (in SMS) to the public item page",
-            "responses": {"302": {"description": "to /items/{id}"}, **_problems(404)},
+            "responses": {"302": {"description": "to /items/{id}"}, **problems(404)},
         }
     },
     # the residents' email pages (HTML, no login: the signed token is the key)
@@ -315,13 +295,13 @@ PATHS: dict[str, dict[str, Any]] = {
     "/metrics": {
         "get": {
             "summary": "Prometheus metrics (loopback clients, or metrics.token as bearer)",
-            "responses": {"200": {"description": "text exposition format"}, **_problems(401)},
+            "responses": {"200": {"description": "text exposition format"}, **problems(401)},
         }
     },
     "/items/{item_id}/attachments/{attachment_id}/{filename}": {
         "get": {
             "summary": "Download an attachment of a published proactive item (public)",
-            "responses": {"200": {"description": "the file"}, **_problems(404)},
+            "responses": {"200": {"description": "the file"}, **problems(404)},
         }
     },
     # the public HTML pages answer their errors as HTML pages, not problem documents
@@ -436,7 +416,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/static/ui/{name}": {
         "get": {
             "summary": "The staff pages' stylesheet and script",
-            "responses": {"200": {"description": "text/css or text/javascript"}, **_problems(404)},
+            "responses": {"200": {"description": "text/css or text/javascript"}, **problems(404)},
         }
     },
     "/feeds/{name}.{fmt}": {
@@ -447,7 +427,7 @@ PATHS: dict[str, dict[str, Any]] = {
             "responses": {
                 "200": {"description": "application/rss+xml or application/atom+xml"},
                 "304": {"description": "not modified"},
-                **_problems(404),
+                **problems(404),
             },
         }
     },

@@ -28,6 +28,7 @@ from publisher.reports.entries import AnnualEntries, get_entries, put_entries
 from publisher.reports.render import MEDIA_TYPES, ReportFormat, render
 from publisher.web.api import _enum_param, _int_param, iso, json_response, read_json
 from publisher.web.keys import CONFIG, STORE, current_user
+from publisher.web.openapi_parts import json_body, param, problems
 
 routes = web.RouteTableDef()
 
@@ -265,26 +266,9 @@ OPENAPI_MODELS: list[type[BaseModel]] = [
 ]
 
 
-def _problems(*codes: int) -> dict[str, Any]:
-    ref = {"$ref": "#/components/schemas/Problem"}
-    return {
-        str(c): {"description": "problem", "content": {"application/problem+json": {"schema": ref}}}
-        for c in codes
-    }
-
-
-def _json_body(model: type[BaseModel]) -> dict[str, Any]:
-    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
-    return {"required": True, "content": {"application/json": {"schema": ref}}}
-
-
-def _param(name: str, where: str = "path", kind: str = "integer") -> dict[str, Any]:
-    return {"name": name, "in": where, "required": where == "path", "schema": {"type": kind}}
-
-
 _OK_BODY = {"content": {"application/json": {"schema": {"type": "object"}}}}
 _OK = {"description": "ok", **_OK_BODY}
-_REQ = _param("request_id")
+_REQ = param("request_id")
 
 
 def _request_action(summary: str, model: type[BaseModel]) -> dict[str, Any]:
@@ -292,8 +276,8 @@ def _request_action(summary: str, model: type[BaseModel]) -> dict[str, Any]:
         "post": {
             "summary": summary,
             "parameters": [_REQ],
-            "requestBody": _json_body(model),
-            "responses": {"200": _OK, **_problems(401, 404, 409, 422)},
+            "requestBody": json_body(model),
+            "responses": {"200": _OK, **problems(401, 404, 409, 422)},
         }
     }
 
@@ -302,42 +286,42 @@ OPENAPI_PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/calendar/{year}": {
         "get": {
             "summary": "A year's holidays and make-up working days (调休), and whether entered",
-            "parameters": [_param("year")],
-            "responses": {"200": _OK, **_problems(401, 422)},
+            "parameters": [param("year")],
+            "responses": {"200": _OK, **problems(401, 422)},
         },
         "put": {
             "summary": "Enter a year's official holiday schedule (replaces the year)",
-            "parameters": [_param("year")],
-            "requestBody": _json_body(CalendarIn),
-            "responses": {"200": _OK, **_problems(401, 413, 415, 422)},
+            "parameters": [param("year")],
+            "requestBody": json_body(CalendarIn),
+            "responses": {"200": _OK, **problems(401, 413, 415, 422)},
         },
     },
     "/api/v1/items-due": {
         "get": {
             "summary": "Proactive items whose 20-working-day clock (条例 Art26) runs out within "
             "`within` working days (default 5), or has run out",
-            "parameters": [_param("within", "query")],
-            "responses": {"200": _OK, **_problems(401, 422)},
+            "parameters": [param("within", "query")],
+            "responses": {"200": _OK, **problems(401, 422)},
         }
     },
     "/api/v1/requests": {
         "post": {
             "summary": "Register a disclosure request (依申请公开)",
-            "requestBody": _json_body(RequestIn),
-            "responses": {"201": _OK, **_problems(401, 413, 415, 422)},
+            "requestBody": json_body(RequestIn),
+            "responses": {"201": _OK, **problems(401, 413, 415, 422)},
         },
         "get": {
             "summary": "Requests received in `year` or open at its start; `state=open` for "
             "open ones; each with its deadline",
-            "parameters": [_param("year", "query"), _param("state", "query", "string")],
-            "responses": {"200": _OK, **_problems(401, 422)},
+            "parameters": [param("year", "query"), param("state", "query", "string")],
+            "responses": {"200": _OK, **problems(401, 422)},
         },
     },
     "/api/v1/requests/{request_id}": {
         "get": {
             "summary": "One request with its pauses, deadline and outcome",
             "parameters": [_REQ],
-            "responses": {"200": _OK, **_problems(401, 404, 422)},
+            "responses": {"200": _OK, **problems(401, 404, 422)},
         }
     },
     "/api/v1/requests/{request_id}/pause": _request_action(
@@ -355,14 +339,14 @@ OPENAPI_PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/reports/annual/{year}/entries": {
         "get": {
             "summary": "What staff entered for the year's report (defaults when nothing)",
-            "parameters": [_param("year")],
-            "responses": {"200": _OK, **_problems(401, 422)},
+            "parameters": [param("year")],
+            "responses": {"200": _OK, **problems(401, 422)},
         },
         "put": {
             "summary": "Enter the year's cells the store cannot count, and the free text",
-            "parameters": [_param("year")],
-            "requestBody": _json_body(AnnualEntries),
-            "responses": {"200": _OK, **_problems(401, 413, 415, 422)},
+            "parameters": [param("year")],
+            "requestBody": json_body(AnnualEntries),
+            "responses": {"200": _OK, **problems(401, 413, 415, 422)},
         },
     },
     "/api/v1/reports/annual/{year}/item": {
@@ -370,10 +354,10 @@ OPENAPI_PATHS: dict[str, dict[str, Any]] = {
             "summary": "Create a draft item of the year's report (title 「<agency><year>年政府信息"
             "公开工作年度报告」, category `reports.category`, the report as Markdown, the PDF "
             "attached) for review and publication; 409 naming the cell when it does not add up",
-            "parameters": [_param("year")],
+            "parameters": [param("year")],
             "responses": {
                 "201": {"description": "the draft item (as GET /api/v1/items/{id})", **_OK_BODY},
-                **_problems(401, 403, 409, 422),
+                **problems(401, 403, 409, 422),
             },
         }
     },
@@ -381,10 +365,10 @@ OPENAPI_PATHS: dict[str, dict[str, Any]] = {
         "get": {
             "summary": "The annual report (2021 template) as html, pdf, csv or json; 409 naming "
             "the cell when its arithmetic does not add up",
-            "parameters": [_param("year"), _param("format", "query", "string")],
+            "parameters": [param("year"), param("format", "query", "string")],
             "responses": {
                 "200": {"description": "the report"},
-                **_problems(401, 409, 422),
+                **problems(401, 409, 422),
             },
         }
     },
