@@ -249,7 +249,9 @@ class DeliveryWorker:
         for rt in self.channels.values():  # write what finished before the stop
             for lane in rt.lanes:
                 if lane.outcomes:
-                    await self.ledger.record(self.worker_id, lane.outcomes)
+                    await self.ledger.record(
+                        self.worker_id, lane.outcomes, retracts=rt.limits.retracts
+                    )
                     lane.outcomes = []
         await self.ledger.unregister_worker(self.worker_id)
         await self._stack.aclose()
@@ -367,7 +369,12 @@ class DeliveryWorker:
                     quiet_until = quiet_window_end(rt.config.quiet_hours, now, tz)
                     next_quiet_check = time.monotonic() + (poll if quiet_until else 0)
                 rows = await self.ledger.cycle(
-                    self.worker_id, batch, rt.name, want, quiet_until=quiet_until
+                    self.worker_id,
+                    batch,
+                    rt.name,
+                    want,
+                    quiet_until=quiet_until,
+                    retracts=rt.limits.retracts,
                 )
                 lane.slots = free - len(rows)
                 idle = want > 0 and not rows
@@ -438,18 +445,12 @@ class DeliveryWorker:
             return Outcome(row.id, DeliveryState.SKIPPED, reason="erased")
         if isinstance(target, str):  # a reason not to send
             return Outcome(row.id, DeliveryState.SKIPPED, reason=target)
-        subject = await self._subject(row.subject)
+        # a row that publishes an item was claimed only while the item was live (the
+        # claim skips it otherwise, see Ledger._claim), with the item's live revision
+        subject = await self._subject(row.subject, row.revision)
         if subject.kind == DIGEST_KIND and not subject.items:
             # every item it listed was withdrawn after planning: nothing left to tell
             return Outcome(row.id, DeliveryState.SKIPPED, reason="withdrawn")
-        if row.attempts > 1 and subject.kind in LIVE_EVENTS and row.item_id:
-            # a retry (rare): not if the item was taken down while the first attempt was out
-            async with self.store.read() as conn:
-                status = await conn.scalar(
-                    sa.select(t.items.c.status).where(t.items.c.id == row.item_id)
-                )
-            if status in (ItemStatus.WITHDRAWN.value, ItemStatus.EXPIRED.value):
-                return Outcome(row.id, DeliveryState.SKIPPED, reason=status)
         try:
             rendered = rt.adapter.render(subject, target)
         except PermanentDeliveryError as exc:
@@ -514,25 +515,29 @@ class DeliveryWorker:
 
     # -- subjects and targets -----------------------------------------------------------------
 
-    async def _subject(self, key: str) -> Subject:
-        """The subject for a ledger key, loaded once however many attempts ask at the same time."""
-        cached = self._subjects.get(key)
+    async def _subject(self, key: str, revision: int | None = None) -> Subject:
+        """The subject for a ledger key, loaded once however many attempts ask at the same time.
+
+        `revision`: for an item's publication or correction, the item's live revision
+        (a correction approved after the row was planned: the row carries its text)."""
+        cache_key = key if revision is None else f"{key}@{revision}"
+        cached = self._subjects.get(cache_key)
         if cached is None:
-            cached = asyncio.ensure_future(self._load_subject(key))
-            self._subjects[key] = cached
+            cached = asyncio.ensure_future(self._load_subject(key, revision))
+            self._subjects[cache_key] = cached
             if len(self._subjects) > 256:
                 self._subjects.popitem(last=False)
         else:
-            self._subjects.move_to_end(key)
+            self._subjects.move_to_end(cache_key)
             if cached.done() and not cached.cancelled() and cached.exception() is None:
                 return cached.result()
         try:
             return await asyncio.shield(cached)
         except Exception:
-            self._subjects.pop(key, None)  # a failed load is not cached
+            self._subjects.pop(cache_key, None)  # a failed load is not cached
             raise
 
-    async def _load_subject(self, key: str) -> Subject:
+    async def _load_subject(self, key: str, revision: int | None = None) -> Subject:
         kind, _, ident = key.partition(":")
         if kind == "msg":
             return await self._load_message(key, int(ident))
@@ -551,7 +556,8 @@ class DeliveryWorker:
         if ev is None:
             raise PermanentDeliveryError(f"no event {ident}", reason="unknown_subject")
         item = await self.store.get_item(ev.item_id)
-        rev = await self.store.get_revision(ev.item_id, ev.revision)
+        number = revision if ev.kind in LIVE_EVENTS and revision is not None else ev.revision
+        rev = await self.store.get_revision(ev.item_id, int(number))
         c = rev.content
         base = self.config.site.public_base
         related: list[dict[str, Any]] = []

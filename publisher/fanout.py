@@ -30,6 +30,8 @@ SUBSCRIBER_CHANNELS = frozenset({"sms", "email"})
 #: is told, boards get a take-down
 RETRACTING_CHANNELS = frozenset({"portal", "rss", "board"})
 RETRACT_EVENTS = frozenset({EventKind.WITHDRAWN, EventKind.EXPIRED})
+#: events whose rows put the item out (deliveries.publishes)
+PUBLISH_EVENTS = frozenset({EventKind.PUBLISHED, EventKind.CORRECTED})
 
 
 class FanOut:
@@ -122,7 +124,15 @@ class FanOut:
                 queued += await self.ledger.insert_rows(
                     subject, channel, batch, item_id=event.item_id,
                     priority=priority, bypass_quiet=bool(event.urgent),
+                    publishes=event.kind in PUBLISH_EVENTS,
                 )  # fmt: skip
+        if event.kind == EventKind.CORRECTED:
+            # a target the correction reaches needs the earlier text no more: rows still
+            # waiting would carry the corrected text anyway (the claim reads the live
+            # revision), so they would only send it twice
+            superseded = await self.ledger.supersede(event.item_id)
+            if superseded:
+                log.info("item %s corrected: %d deliveries superseded", event.item_id, superseded)
         await self.ledger.mark_planned(event.id)
         log.info("item %s %s: %d deliveries queued", event.item_id, event.kind, queued)
         return queued

@@ -51,6 +51,9 @@ FINAL = (
 )
 #: what staff may requeue
 RETRYABLE_BY_STAFF = (DeliveryState.FAILED, DeliveryState.UNKNOWN)
+#: item statuses after which nothing that publishes the item may start (withdrawal and
+#: expiry are final); the claim skips such rows with the status as the reason
+TAKEN_DOWN = ("withdrawn", "expired")
 
 PRIORITY_NORMAL = 0
 PRIORITY_URGENT = 10
@@ -77,6 +80,9 @@ class Claimed(NamedTuple):
     item_id: str | None
     attempts: int
     bypass_quiet: bool
+    #: for a row that publishes an item: the item's live revision at the claim (a row
+    #: planned before a correction goes out with the latest approved text)
+    revision: int | None = None
 
 
 class Outcome(NamedTuple):
@@ -89,6 +95,15 @@ class Outcome(NamedTuple):
     reason: str | None = None
     error: str | None = None
     due_at: datetime | None = None  #: for retrying / deferred
+
+
+class RetryResult(NamedTuple):
+    """What a staff retry did: rows requeued, and rows left because the item is down."""
+
+    requeued: int
+    left: int
+    #: why the rows were left (the item's status: withdrawn / expired), or None
+    left_reason: str | None
 
 
 def new_worker_id() -> str:
@@ -123,8 +138,11 @@ class Ledger:
         priority: int,
         bypass_quiet: bool,
         due_at: datetime | None = None,
+        publishes: bool = False,
     ) -> int:
-        """Queue one row per target; rows that already exist are left alone. Returns how many are new."""
+        """Queue one row per target; rows that already exist are left alone. Returns how many are new.
+
+        `publishes`: the rows put the item out (see deliveries.publishes)."""
         if not targets:
             return 0
         now = utcnow()
@@ -139,8 +157,8 @@ class Ledger:
             floor = sql.execute("SELECT COALESCE(MAX(id), 0) FROM deliveries")[0][0]
             sql.executemany(
                 "INSERT INTO deliveries (subject, channel, target, item_id, state, priority, "
-                "bypass_quiet, attempts, due_at, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, 'queued', ?, ?, 0, ?, ?, ?) "
+                "bypass_quiet, attempts, due_at, created_at, updated_at, publishes) "
+                "VALUES (?, ?, ?, ?, 'queued', ?, ?, 0, ?, ?, ?, ?) "
                 "ON CONFLICT (subject, channel, target) DO NOTHING",
                 [
                     (
@@ -153,6 +171,7 @@ class Ledger:
                         due,
                         at,
                         at,
+                        publishes,
                     )
                     for target in batch
                 ],
@@ -187,6 +206,28 @@ class Ledger:
             ),
             DeliveryState.SKIPPED,
             reason=reason,
+        )
+
+    async def supersede(self, item_id: str) -> int:
+        """Skip, as `superseded`, an item's waiting rows that publish it to a target a later
+        row publishes it to as well (a correction planned the same target)."""
+        d = t.deliveries
+        newer = sa.alias(d, "newer")
+        return await self._bulk_move(
+            sa.and_(
+                d.c.item_id == item_id,
+                d.c.publishes.is_(True),
+                d.c.state.in_([s.value for s in OPEN]),
+                sa.exists().where(
+                    newer.c.item_id == d.c.item_id,
+                    newer.c.channel == d.c.channel,
+                    newer.c.target == d.c.target,
+                    newer.c.publishes.is_(True),
+                    newer.c.id > d.c.id,
+                ),
+            ),
+            DeliveryState.SKIPPED,
+            reason="superseded",
         )
 
     async def delivered_targets(self, item_id: str, channel: str) -> list[str]:
@@ -231,16 +272,21 @@ class Ledger:
             lambda conn: self._claim(conn, channel, worker_id, limit, quiet, utcnow())
         )
 
-    async def record(self, worker_id: str, outcomes: Iterable[Outcome]) -> int:
+    async def record(
+        self, worker_id: str, outcomes: Iterable[Outcome], *, retracts: bool = False
+    ) -> int:
         """Write the outcomes of this worker's attempts in one transaction.
 
         A row is only updated while it is still `sending` under this worker, so a
         row recovered from a worker presumed dead is never overwritten by it.
+        `retracts`: the channel takes back what it sent (see _replan_retractions).
         """
         batch = list(outcomes)
         if not batch:
             return 0
-        await self.store.run(lambda conn: self._record(conn, worker_id, batch, utcnow()))
+        await self.store.run(
+            lambda conn: self._record(conn, worker_id, batch, utcnow(), retracts=retracts)
+        )
         return len(batch)
 
     async def cycle(
@@ -251,6 +297,7 @@ class Ledger:
         want: int,
         *,
         quiet_until: datetime | None = None,
+        retracts: bool = False,
     ) -> list[tuple[Claimed, Any]]:
         """A worker's turn, in one transaction: record outcomes, defer for quiet hours,
         claim up to `want` rows, and read their targets (see target_rows)."""
@@ -258,7 +305,7 @@ class Ledger:
         def turn(conn: sa.Connection) -> list[tuple[Claimed, Any]]:
             now = utcnow()
             if outcomes:
-                self._record(conn, worker_id, outcomes, now)
+                self._record(conn, worker_id, outcomes, now, retracts=retracts)
             if quiet_until is not None:
                 self._defer_quiet(conn, channel, quiet_until, now)
             if want <= 0:
@@ -280,17 +327,29 @@ class Ledger:
     ) -> list[Claimed]:
         sql = HotSql(conn)
         at = sql.ts(now)
+        # the item's status comes with each row that publishes one, in the same query:
+        # withdrawal is final, so such a row of a withdrawn or expired item is never
+        # attempted, whatever path queued it (planning, a retry, staff's requeue)
         pick = (
-            "SELECT id, state FROM deliveries WHERE channel = ? AND "
-            "deliveries.state IN ('queued', 'retrying', 'deferred') AND due_at <= ?"
-            + (" AND bypass_quiet = ?" if quiet else "")
-            + " ORDER BY priority DESC, due_at, id LIMIT ?"
-            + ("" if self.store.is_sqlite else " FOR UPDATE SKIP LOCKED")
+            "SELECT deliveries.id, deliveries.state, items.status, items.revision "
+            "FROM deliveries LEFT JOIN items "
+            "ON deliveries.publishes AND items.id = deliveries.item_id "
+            "WHERE deliveries.channel = ? AND "
+            "deliveries.state IN ('queued', 'retrying', 'deferred') AND deliveries.due_at <= ?"
+            + (" AND deliveries.bypass_quiet = ?" if quiet else "")
+            + " ORDER BY deliveries.priority DESC, deliveries.due_at, deliveries.id LIMIT ?"
+            + ("" if self.store.is_sqlite else " FOR UPDATE OF deliveries SKIP LOCKED")
         )
         args: list[Any] = [channel, at, *([True] if quiet else []), limit]
         picked = sql.execute(pick, args)
         if not picked:
             return []
+        dead = [r for r in picked if r[2] in TAKEN_DOWN]
+        if dead:
+            self._skip_taken_down(sql, dead, at)
+            picked = [r for r in picked if r[2] not in TAKEN_DOWN]
+            if not picked:
+                return []
         ids = [r[0] for r in picked]
         rows = sql.execute(
             "UPDATE deliveries SET state = 'sending', claimed_by = ?, attempts = attempts + 1, "
@@ -304,13 +363,37 @@ class Ledger:
             "VALUES (?, ?, ?, 'sending', ?)",
             [(r[0], at, r[1], detail) for r in picked],
         )
-        order = {i: n for n, i in enumerate(ids)}
-        claimed = [Claimed(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in rows]
+        order = {r[0]: n for n, r in enumerate(picked)}
+        revision = {r[0]: r[3] for r in picked}
+        claimed = [
+            Claimed(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), revision[r[0]]) for r in rows
+        ]
         claimed.sort(key=lambda c: order[c.id])
         return claimed
 
+    @staticmethod
+    def _skip_taken_down(sql: HotSql, rows: Sequence[Any], at: Any) -> None:
+        """Rows that would publish a withdrawn or expired item end `skipped`, the item's
+        status as the reason, in the claim's transaction."""
+        sql.executemany(
+            "UPDATE deliveries SET state = 'skipped', reason = ?, claimed_by = NULL, "
+            "updated_at = ? WHERE id = ?",
+            [(r[2], at, r[0]) for r in rows],
+        )
+        sql.executemany(
+            "INSERT INTO delivery_events (delivery_id, at, from_state, to_state, detail) "
+            "VALUES (?, ?, ?, 'skipped', ?)",
+            [(r[0], at, r[1], r[2]) for r in rows],
+        )
+
     def _record(
-        self, conn: sa.Connection, worker_id: str, outcomes: list[Outcome], now: datetime
+        self,
+        conn: sa.Connection,
+        worker_id: str,
+        outcomes: list[Outcome],
+        now: datetime,
+        *,
+        retracts: bool = False,
     ) -> None:
         """One UPDATE per outcome state and one INSERT of their events, both executemany.
 
@@ -402,6 +485,23 @@ class Ledger:
                     "detail) VALUES (?, ?, ?, ?, ?)",
                     events,
                 )
+            if retracts and state in (DeliveryState.SENT, DeliveryState.DELIVERED) and moved:
+                self._replan_retractions(sql, sorted(moved))
+
+    @staticmethod
+    def _replan_retractions(sql: HotSql, delivery_ids: list[int]) -> None:
+        """An attempt that was in flight when its item was taken down has reached its
+        target after the take-down was planned, so that plan left this target out: plan
+        the take-down again (planning is idempotent), in the transaction that records
+        the attempt. The target then gets its retraction, after its publication."""
+        for chunk in _chunks(delivery_ids, 500):
+            sql.execute(
+                "UPDATE item_events SET planned_at = NULL "
+                "WHERE planned_at IS NOT NULL AND kind IN ('withdrawn', 'expired') "
+                "AND item_id IN (SELECT item_id FROM deliveries "
+                f"WHERE id IN ({sql.marks(len(chunk))}) AND publishes)",
+                tuple(chunk),
+            )
 
     def _defer_quiet(
         self, conn: sa.Connection, channel: str, until: datetime, now: datetime
@@ -597,17 +697,53 @@ class Ledger:
     # -- staff ------------------------------------------------------------------------
 
     async def retry_item(self, item_id: str) -> int:
-        """Requeue an item's failed and unknown rows (staff's decision); attempts start again."""
-        return await self._bulk_move(
-            sa.and_(
-                t.deliveries.c.item_id == item_id,
-                t.deliveries.c.state.in_([s.value for s in RETRYABLE_BY_STAFF]),
-            ),
+        """Requeue an item's failed and unknown rows (staff's decision); how many."""
+        return (await self.retry(item_id)).requeued
+
+    async def retry(self, item_id: str) -> RetryResult:
+        """Requeue an item's failed and unknown rows (staff's decision); attempts start again.
+
+        Only rows whose subject is still live: once the item is withdrawn or expired,
+        the rows that would publish it stay as they are (withdrawal is final) and are
+        counted as left, with the item's status as the reason; its retractions may be
+        retried.
+        """
+        d = t.deliveries
+        async with self.store.read() as conn:
+            status = await conn.scalar(sa.select(t.items.c.status).where(t.items.c.id == item_id))
+        retryable = sa.and_(
+            d.c.item_id == item_id, d.c.state.in_([s.value for s in RETRYABLE_BY_STAFF])
+        )
+        left = 0
+        if status in TAKEN_DOWN:
+            async with self.store.read() as conn:
+                left = int(
+                    await conn.scalar(
+                        sa.select(sa.func.count()).where(retryable, d.c.publishes.is_(True))
+                    )
+                    or 0
+                )
+            retryable = sa.and_(retryable, d.c.publishes.is_(False))
+        requeued = await self._bulk_move(
+            retryable,
             DeliveryState.QUEUED,
             reason=None,
             reset_attempts=True,
             detail="retry requested by staff",
         )
+        return RetryResult(requeued, left, str(status) if left else None)
+
+    async def retryable(self, item_id: str) -> int:
+        """How many rows `retry` would requeue now (the staff UI offers it only then)."""
+        d = t.deliveries
+        async with self.store.read() as conn:
+            status = await conn.scalar(sa.select(t.items.c.status).where(t.items.c.id == item_id))
+            query = sa.select(sa.func.count()).where(
+                d.c.item_id == item_id, d.c.state.in_([s.value for s in RETRYABLE_BY_STAFF])
+            )
+            if status in TAKEN_DOWN:
+                query = query.where(d.c.publishes.is_(False))
+            return int(await conn.scalar(query) or 0)
 
     async def counts(self, item_id: str) -> dict[str, dict[str, int]]:
         d = t.deliveries

@@ -235,6 +235,7 @@ class PackPlanner:
                 item_id=event.item_id,
                 priority=priority,
                 bypass_quiet=True,  # paper has no night: the operator reads it in the morning
+                publishes=live,
             )
         return queued
 

@@ -281,6 +281,9 @@ deliveries = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("sent_at", UTCDateTime),
     sa.Column("delivered_at", UTCDateTime),
+    #: the row puts an item out (its publication or correction, or a print pack of one):
+    #: a claim skips it once the item is withdrawn or expired (withdrawal is final)
+    sa.Column("publishes", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.UniqueConstraint("subject", "channel", "target"),
 )
 #: what a worker's claim walks: due rows in claim order, without sorting the queue

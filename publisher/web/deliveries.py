@@ -133,15 +133,23 @@ async def item_deliveries(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/items/{item_id}/deliveries/retry")
 async def retry_deliveries(request: web.Request) -> web.Response:
-    """Requeue the item's failed and unknown rows."""
+    """Requeue the item's failed and unknown rows, except those that would publish an
+    item since withdrawn or expired (counted in `left`, with the reason)."""
     store = request.app[STORE]
     item_id = request.match_info["item_id"]
     await store.get_item(item_id)
-    n = await Ledger(store).retry_item(item_id)
+    done = await Ledger(store).retry(item_id)
     worker = request.app.get(WORKER)
     if worker is not None:
         worker.wake()
-    return json_response({"item_id": item_id, "requeued": n})
+    return json_response(
+        {
+            "item_id": item_id,
+            "requeued": done.requeued,
+            "left": done.left,
+            "left_reason": done.left_reason,
+        }
+    )
 
 
 @routes.get("/metrics")

@@ -186,7 +186,32 @@ PATHS: dict[str, dict[str, Any]] = {
         "post": {
             "summary": "Requeue the item's failed and unknown deliveries",
             "parameters": [_ID],
-            "responses": {"200": {"description": "how many were requeued"}, **problems(401, 404)},
+            "description": "Rows that would publish an item since withdrawn or expired are never "
+            "requeued (withdrawal is final): `left` counts them and `left_reason` says why "
+            "(`withdrawn` / `expired`). Retractions may be retried.",
+            "responses": {
+                "200": {
+                    "description": "how many were requeued, and how many were left and why",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["item_id", "requeued", "left", "left_reason"],
+                                "properties": {
+                                    "item_id": {"type": "string"},
+                                    "requeued": {"type": "integer"},
+                                    "left": {"type": "integer"},
+                                    "left_reason": {
+                                        "type": ["string", "null"],
+                                        "enum": ["withdrawn", "expired", None],
+                                    },
+                                },
+                            }
+                        }
+                    },
+                },
+                **problems(401, 404),
+            },
         }
     },
     "/api/v1/items/{item_id}/preview": {

@@ -140,6 +140,16 @@ async def item_page(request: web.Request) -> web.Response:
         "withdrawn": _("Withdrawn."),
     }
     notice = next((v for k, v in notices.items() if k in request.query), None)
+    left = request.query.get("left", "")
+    if "retried" in request.query and left.isdigit() and int(left) > 0:
+        why = (
+            _("the item has expired")
+            if request.query.get("why") == "expired"
+            else _("the item has been withdrawn")
+        )
+        notice = _(
+            "%(left)s deliveries were not queued again: %(why)s, and nothing publishes it again."
+        ) % {"left": int(left), "why": why}
     audit = await store.audit(item.id, limit=200)
     is_editor = user.role in (Role.EDITOR, Role.ADMIN)
     is_reviewer = user.role in (Role.REVIEWER, Role.ADMIN)
@@ -173,9 +183,8 @@ async def item_page(request: web.Request) -> web.Response:
         can_review=is_reviewer and views.under_review(item),
         can_withdraw=is_reviewer
         and item.status in (ItemStatus.APPROVED, ItemStatus.SCHEDULED, ItemStatus.PUBLISHED),
-        can_retry=any(
-            ch["states"].get("failed") or ch["states"].get("unknown") for ch in prog["channels"]
-        ),
+        # only what a retry would requeue: never the publication of a withdrawn item
+        can_retry=await Ledger(store).retryable(item.id) > 0,
         public_url=f"{request.app[CONFIG].site.public_base}/items/{item.id}"
         if item.status is ItemStatus.PUBLISHED
         else None,
@@ -197,11 +206,14 @@ async def item_progress(request: web.Request) -> web.Response:
 @routes.post("/staff/items/{item_id}/retry")
 async def retry(request: web.Request) -> web.StreamResponse:
     item = await _item(request)
-    await Ledger(request.app[STORE]).retry_item(item.id)
+    done = await Ledger(request.app[STORE]).retry(item.id)
     worker = request.app.get(WORKER)
     if worker is not None:
         worker.wake()
-    raise web.HTTPSeeOther(f"{_staff(request)}/items/{item.id}?retried=1")
+    query = f"retried={done.requeued}"
+    if done.left:
+        query += f"&left={done.left}&why={done.left_reason}"
+    raise web.HTTPSeeOther(f"{_staff(request)}/items/{item.id}?{query}")
 
 
 @routes.post("/staff/items/{item_id}/submit")
