@@ -90,9 +90,7 @@ async def test_an_expired_item_is_not_sent_by_a_retry(engine_store: SqlStore, ga
     async with running(engine_store):
         await wait_settled(engine_store, item.id)
     async with engine_store.write() as conn:  # past its expiry date: the sweep expires it
-        await conn.execute(
-            t.items.update().where(t.items.c.id == item.id).values(status="expired")
-        )
+        await conn.execute(t.items.update().where(t.items.c.id == item.id).values(status="expired"))
     rec.reject.clear()
     result = await Ledger(engine_store).retry(item.id)
     assert (result.requeued, result.left, result.left_reason) == (0, 3, "expired")
