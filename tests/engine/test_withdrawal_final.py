@@ -202,3 +202,4 @@ async def test_drafts_are_unaffected(engine_store: SqlStore, gateway: Any) -> No
     async with running(engine_store):
         await wait_settled(engine_store, item.id)
     assert await states(engine_store, item.id) == {"sent": 2}
+    assert len(rec.requests) == 2
