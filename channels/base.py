@@ -127,6 +127,9 @@ class Subject:
     #: what a digest lists: {"id", "title", "summary", "category_name", "index_no",
     #: "published_at", "url"}, in publication order (empty for item events)
     items: tuple[dict[str, Any], ...] = ()
+    #: how `body` is written ("text" or "markdown", publisher.models.BodyFormat); body_html
+    #: and summary were rendered from it by the one renderer (publisher.text)
+    body_format: str = "text"
 
 
 @dataclass(frozen=True, slots=True)

@@ -167,6 +167,7 @@ def payload(subject: Subject, tz: tzinfo) -> dict[str, Any]:
             "urgent": subject.urgent,
             "correction_note": subject.correction_note,
             "url": subject.public_url,
+            "format": subject.body_format,
             "body_html": subject.body_html,
             "attachments": [
                 {

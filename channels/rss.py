@@ -255,8 +255,8 @@ def entry_from_item(config: Config, item: Item, corrected_at: datetime | None) -
     return EntryData(
         item_id=item.id,
         title=c.title,
-        summary=c.summary or derive_summary(c.body, config.items.summary_chars),
-        body_html=render_body(c.body),
+        summary=c.summary or derive_summary(c.body, config.items.summary_chars, c.body_format),
+        body_html=render_body(c.body, c.body_format),
         category=c.category,
         category_name=cat.name if cat else c.category,
         agency=c.agency,

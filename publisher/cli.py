@@ -29,7 +29,7 @@ from rich.table import Table
 from publisher.config import Config, load_config
 from publisher.delivery import DeliveryWorker
 from publisher.errors import ConfigError, PublisherError, ValidationFailed
-from publisher.models import Disclosure, ItemStatus, Role
+from publisher.models import BodyFormat, Disclosure, ItemStatus, Role
 from publisher.store import open_store, upgrade
 from publisher.store.sql import ItemQuery, SqlStore
 
@@ -413,8 +413,19 @@ async def token_revoke(store: SqlStore, token_or_prefix: str) -> None:
 @cli.command("import")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--title", help="Title for the imported item (overrides a derived one).")
+@click.option(
+    "--format",
+    "body_format",
+    type=click.Choice([f.value for f in BodyFormat]),
+    default=BodyFormat.TEXT.value,
+    show_default=True,
+    help="How the bodies are written, for records that do not say: text (published exactly "
+    "as written) or markdown.",
+)
 @with_store
-async def import_(store: SqlStore, files: tuple[Path, ...], title: str | None) -> None:
+async def import_(
+    store: SqlStore, files: tuple[Path, ...], title: str | None, body_format: str
+) -> None:
     """Import archival items (JSON, CSV or the plain-text page format).
 
     Imported items enter the catalogue as published with their own dates and are
@@ -425,7 +436,7 @@ async def import_(store: SqlStore, files: tuple[Path, ...], title: str | None) -
 
     records = []
     for path in files:  # parse everything first: a bad file stops the run before any write
-        records.extend(parse_file(path, store.config, title))
+        records.extend(parse_file(path, store.config, title, BodyFormat(body_format)))
     imported = skipped = 0
     with Progress(console=err_console, transient=True, disable=len(records) < 20) as progress:
         task = progress.add_task("importing", total=len(records))

@@ -10,7 +10,15 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from publisher.config import Config
 from publisher.errors import ValidationFailed
-from publisher.models import Channel, Content, Disclosure, LegalKind, Relation, RelationKind
+from publisher.models import (
+    BodyFormat,
+    Channel,
+    Content,
+    Disclosure,
+    LegalKind,
+    Relation,
+    RelationKind,
+)
 
 
 def _not_blank(value: Any) -> Any:
@@ -37,7 +45,16 @@ class ItemFields(BaseModel):
     summary: str | None = Field(
         default=None, max_length=1000, description="内容概述; derived from the body when absent"
     )
-    body: NonBlank = Field(description="Markdown or plain text")
+    body: NonBlank = Field(description="the text; `format` says how it is written")
+    format: BodyFormat = Field(
+        default=BodyFormat.TEXT,
+        description=(
+            "how the body is written: `text` (the default) renders exactly as written — "
+            "paragraphs at blank lines, line breaks kept, URLs linked, nothing else "
+            "interpreted, so official numbering (一、 （一） 1. ①) stays as typed; "
+            "`markdown` renders CommonMark (lists, headings, emphasis, tables)"
+        ),
+    )
     category: NonBlank = Field(max_length=64, description="主题分类: a taxonomy slug")
     agency: str | None = Field(
         default=None, max_length=255, description="发文机关; default site.agency"
@@ -75,6 +92,9 @@ class ItemPatch(BaseModel):
     title: NonBlank | None = Field(default=None, max_length=500)
     summary: str | None = Field(default=None, max_length=1000)
     body: NonBlank | None = None
+    format: BodyFormat | None = Field(
+        default=None, description="`text` or `markdown` (see ItemCreate); part of the revision"
+    )
     category: NonBlank | None = Field(default=None, max_length=64)
     agency: str | None = Field(default=None, max_length=255)
     doc_no: str | None = Field(default=None, max_length=128)
@@ -128,6 +148,7 @@ def content_from(fields: ItemFields, config: Config) -> Content:
         valid_from=fields.valid_from,
         valid_until=fields.valid_until,
         repealed_on=fields.repealed_on,
+        body_format=fields.format,
     )
     check_content(content, config)
     return content
@@ -139,8 +160,13 @@ def changes_from(patch: ItemPatch, config: Config) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in patch.model_fields_set:
         value = getattr(patch, name)
-        if name in ("title", "body", "category", "disclosure", "urgent") and value is None:
+        if name in ("title", "body", "category", "disclosure", "urgent", "format") and (
+            value is None
+        ):
             raise ValidationFailed(f"{name}: cannot be null")
+        if name == "format":  # the API's name for Content.body_format
+            out["body_format"] = value
+            continue
         if name == "written_at":
             if value is None:
                 raise ValidationFailed("written_at: cannot be null")

@@ -256,7 +256,8 @@ class Digests:
                 {
                     "id": item.id,
                     "title": c.title,
-                    "summary": c.summary or derive_summary(c.body, config.items.summary_chars),
+                    "summary": c.summary
+                    or derive_summary(c.body, config.items.summary_chars, c.body_format),
                     "category_name": cat.name if cat else c.category,
                     "index_no": item.index_no,
                     "published_at": (

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from publisher.config import Config
 from publisher.content import ItemCreate, content_from, to_aware
 from publisher.errors import ValidationFailed
-from publisher.models import Content
+from publisher.models import BodyFormat, Content
 from publisher.text import first_sentence
 
 #: header labels of the plain-text page format -> our field names
@@ -70,8 +70,16 @@ def _parse_when(value: str) -> datetime | date:
         raise ValidationFailed(f"date {value!r} is not a date this importer reads") from None
 
 
-def _record(fields: dict[str, Any], source: str, config: Config, title: str | None) -> ImportRecord:
+def _record(
+    fields: dict[str, Any],
+    source: str,
+    config: Config,
+    title: str | None,
+    body_format: BodyFormat = BodyFormat.TEXT,
+) -> ImportRecord:
     fields = {k: v for k, v in fields.items() if v not in (None, "")}
+    # a record may say how its body is written; otherwise the import's --format (text)
+    fields.setdefault("format", body_format.value)
     index_no = fields.pop("index_no", None)
     published = fields.pop("published_at", None)
     if title:
@@ -109,7 +117,13 @@ def _record(fields: dict[str, Any], source: str, config: Config, title: str | No
     return ImportRecord(source, content, str(index_no).strip() if index_no else None, published_at)
 
 
-def parse_page(text: str, source: str, config: Config, title: str | None = None) -> ImportRecord:
+def parse_page(
+    text: str,
+    source: str,
+    config: Config,
+    title: str | None = None,
+    body_format: BodyFormat = BodyFormat.TEXT,
+) -> ImportRecord:
     """The plain-text page format: `label: | value |` header lines, then the body."""
     lines = text.replace("\r\n", "\n").split("\n")
     fields: dict[str, Any] = {}
@@ -138,7 +152,8 @@ def parse_page(text: str, source: str, config: Config, title: str | None = None)
         if head and len(head) <= 60 and not re.search(r"[。，,；;]", head):
             fields["title"] = head
             body_lines = body_lines[1:]
-    fields["body"] = "\n\n".join(ln.strip() for ln in body_lines if ln.strip())
+    # each line of the page is a paragraph; indentation at its start (　　) is kept
+    fields["body"] = "\n\n".join(ln.rstrip() for ln in body_lines if ln.strip())
     missing = [
         lbl
         for lbl, key in (("主题分类", "category"), ("成文日期", "written_at"))
@@ -146,11 +161,15 @@ def parse_page(text: str, source: str, config: Config, title: str | None = None)
     ]
     if missing:
         raise ValidationFailed(f"{source}: header lacks {', '.join(missing)}")
-    return _record(fields, source, config, title)
+    return _record(fields, source, config, title, body_format)
 
 
 def parse_json(
-    text: str, source: str, config: Config, title: str | None = None
+    text: str,
+    source: str,
+    config: Config,
+    title: str | None = None,
+    body_format: BodyFormat = BodyFormat.TEXT,
 ) -> list[ImportRecord]:
     try:
         data = json.loads(text)
@@ -163,12 +182,16 @@ def parse_json(
     for n, rec in enumerate(records, 1):
         if not isinstance(rec, dict):
             raise ValidationFailed(f"{source}: record {n} is not a JSON object")
-        out.append(_record(dict(rec), f"{source} record {n}", config, title))
+        out.append(_record(dict(rec), f"{source} record {n}", config, title, body_format))
     return out
 
 
 def parse_csv(
-    text: str, source: str, config: Config, title: str | None = None
+    text: str,
+    source: str,
+    config: Config,
+    title: str | None = None,
+    body_format: BodyFormat = BodyFormat.TEXT,
 ) -> list[ImportRecord]:
     reader = csv.DictReader(io.StringIO(text))
     if not reader.fieldnames:
@@ -178,11 +201,16 @@ def parse_csv(
         fields = {HEADER_LABELS.get(k.strip(), k.strip()): v for k, v in row.items() if k}
         if "urgent" in fields:
             fields["urgent"] = str(fields["urgent"]).strip().lower() in ("1", "true", "yes", "是")
-        out.append(_record(fields, f"{source} line {reader.line_num}", config, title))
+        out.append(_record(fields, f"{source} line {reader.line_num}", config, title, body_format))
     return out
 
 
-def parse_file(path: Path, config: Config, title: str | None = None) -> list[ImportRecord]:
+def parse_file(
+    path: Path,
+    config: Config,
+    title: str | None = None,
+    body_format: BodyFormat = BodyFormat.TEXT,
+) -> list[ImportRecord]:
     """Records from one file, by extension (.json, .csv; anything else is the page format)."""
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -194,7 +222,7 @@ def parse_file(path: Path, config: Config, title: str | None = None) -> list[Imp
         raise ValidationFailed(f"{path}: cannot read: {exc.strerror}") from None
     suffix = path.suffix.lower()
     if suffix == ".json":
-        return parse_json(text, str(path), config, title)
+        return parse_json(text, str(path), config, title, body_format)
     if suffix == ".csv":
-        return parse_csv(text, str(path), config, title)
-    return [parse_page(text, str(path), config, title)]
+        return parse_csv(text, str(path), config, title, body_format)
+    return [parse_page(text, str(path), config, title, body_format)]

@@ -43,6 +43,17 @@ class RevisionState(StrEnum):
     REJECTED = "rejected"
 
 
+class BodyFormat(StrEnum):
+    """How an item's body is written: the revision says it, every channel renders by it."""
+
+    #: plain text, rendered exactly as written: paragraphs at blank lines, line breaks
+    #: kept, links made of URLs, nothing else interpreted (official numbering such as
+    #: "1." or "（一）" stays as typed). The default: most government documents are this.
+    TEXT = "text"
+    #: CommonMark (with tables), chosen explicitly
+    MARKDOWN = "markdown"
+
+
 class Disclosure(StrEnum):
     PROACTIVE = "proactive"  #: 主动公开: reaches every public channel
     ON_REQUEST = "on_request"  #: 依申请公开: kept and counted, never pushed or shown
@@ -117,6 +128,7 @@ class Content:
     valid_from: date | None = None  #: 施行日期
     valid_until: date | None = None  #: 有效期至 (失效 after it)
     repealed_on: date | None = None  #: 废止日期
+    body_format: BodyFormat = BodyFormat.TEXT
 
 
 @dataclass(frozen=True, slots=True)

@@ -372,7 +372,9 @@ async def load_subject(store: SqlStore, key: str) -> Subject:
                 "item_id": item.id,
                 "revision": rev.number,
                 "title": c.title,
-                "body_html": render_body(c.body) if line.action == PackAction.POST.value else "",
+                "body_html": render_body(c.body, c.body_format)
+                if line.action == PackAction.POST.value
+                else "",
                 "index_no": line.index_no or item.index_no,
                 "category_name": cat.name if cat else c.category,
                 "agency": c.agency,

@@ -59,9 +59,11 @@ def content_subject(
         item_id=item_id,
         revision=revision,
         title=content.title,
-        summary=content.summary or derive_summary(content.body, config.items.summary_chars),
+        summary=content.summary
+        or derive_summary(content.body, config.items.summary_chars, content.body_format),
         body=content.body,
-        body_html=render_body(content.body),
+        body_html=render_body(content.body, content.body_format),
+        body_format=content.body_format.value,
         category=content.category,
         category_name=category.name if category else content.category,
         agency=content.agency,

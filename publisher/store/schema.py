@@ -128,6 +128,8 @@ revisions = sa.Table(
     sa.Column("valid_from", sa.Date),
     sa.Column("valid_until", sa.Date),
     sa.Column("repealed_on", sa.Date),
+    #: how the body is written: "text" (as written, the default) or "markdown"
+    sa.Column("format", sa.String(16), nullable=False, server_default="text"),
 )
 
 attachments = sa.Table(

@@ -48,6 +48,7 @@ from publisher.models import (
     Action,
     Attachment,
     AuditEntry,
+    BodyFormat,
     Channel,
     Content,
     Disclosure,
@@ -1498,6 +1499,7 @@ def _revision_values(content: Content) -> dict[str, Any]:
         "valid_from": content.valid_from,
         "valid_until": content.valid_until,
         "repealed_on": content.repealed_on,
+        "format": content.body_format.value,
     }
 
 
@@ -1524,6 +1526,7 @@ def _revision(r: Row[Any]) -> Revision:
             valid_from=r.valid_from,
             valid_until=r.valid_until,
             repealed_on=r.repealed_on,
+            body_format=BodyFormat(r.format),
         ),
         author=r.author,
         created_at=r.created_at,

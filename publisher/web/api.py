@@ -196,10 +196,11 @@ def revision_json(rev: Revision, config: Config) -> dict[str, Any]:
     return {
         "revision": rev.number,
         "title": c.title,
-        "summary": c.summary or derive_summary(c.body, config.items.summary_chars),
+        "summary": c.summary or derive_summary(c.body, config.items.summary_chars, c.body_format),
         "summary_derived": c.summary is None,
         "body": c.body,
-        "body_html": render_body(c.body),
+        "format": c.body_format.value,
+        "body_html": render_body(c.body, c.body_format),
         "category": c.category,
         "category_name": category.name if category else None,
         "agency": c.agency,

@@ -97,7 +97,7 @@ def item_poster(config: Config, item: Item, revision: Revision) -> Poster:
     posted = local_day(item.published_at, tz) or date.today().isoformat()
     return Poster(
         title=c.title,
-        body_html=render_body(c.body),
+        body_html=render_body(c.body, c.body_format),
         index_no=item.index_no,
         category_name=cat.name if cat else c.category,
         agency=c.agency,

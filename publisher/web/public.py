@@ -292,7 +292,9 @@ async def item_page(request: web.Request) -> web.Response:
         category_url=catalogue_url(prefix, CatalogueFilters(None, content.category, None, 1)),
         category_label=category_name(config, content.category),
         subscribe=subscribe_links(config, prefix, content.category),
-        body_html=Markup(render_body(content.body)),  # sanitized by nh3: safe to insert
+        body_html=Markup(
+            render_body(content.body, content.body_format)
+        ),  # sanitized by nh3: safe to insert
         attachments=[
             {
                 "name": a.filename,

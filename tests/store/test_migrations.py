@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -10,6 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from publisher.content import ItemCreate, content_from
+from publisher.models import BodyFormat
 from publisher.store import MIGRATIONS, current_revision, upgrade
 from publisher.store.schema import metadata
 from tests.conftest import EDITOR, item_fields
@@ -114,6 +117,29 @@ async def test_each_migration_upgrades_a_store_with_data_and_downgrades_cleanly(
         assert await current_revision(store) == rev
         async with store.engine.connect() as conn:
             assert await conn.run_sync(_titles, item.id) == [item.content.title]
-    assert (await store.get_item(item.id)).content == item.content
+    # an item written before bodies had a format was rendered as Markdown, and keeps that
+    # rendering (0011): nothing published changes silently
+    assert (await store.get_item(item.id)).content == replace(
+        item.content, body_format=BodyFormat.MARKDOWN
+    )
     async with store.engine.connect() as conn:
         assert await conn.run_sync(_diff) == []
+
+
+async def test_imported_items_become_plain_text_and_the_rest_keep_markdown(store):
+    """0011: archival imports are official plain text (their numbering must stay as
+    written); items composed here before the change keep their Markdown rendering."""
+    written = await store.create_item(_content(store), actor=EDITOR)
+    imported = await store.create_item(_content(store), actor=EDITOR)
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            sa.text("UPDATE items SET imported = :yes WHERE id = :id"),
+            {"yes": True, "id": imported.id},
+        )
+        await conn.run_sync(_command, "downgrade", "0010")
+        await conn.run_sync(_command, "upgrade", "0011")
+    assert (await store.get_item(written.id)).content.body_format is BodyFormat.MARKDOWN
+    assert (await store.get_item(imported.id)).content.body_format is BodyFormat.TEXT
+    # and a new item is plain text unless its author chooses Markdown
+    fresh = await store.create_item(_content(store), actor=EDITOR)
+    assert (await store.get_item(fresh.id)).content.body_format is BodyFormat.TEXT

@@ -28,15 +28,19 @@ def test_script_is_shown_as_text() -> None:
         '<div style="display:none">隐藏</div>',
     ],
 )
-def test_raw_html_is_never_passed_through(raw: str) -> None:
-    html = render_body(f"正文 {raw} 结尾")
+@pytest.mark.parametrize("body_format", ["text", "markdown"])
+def test_raw_html_is_never_passed_through(raw: str, body_format: str) -> None:
+    html = render_body(f"正文 {raw} 结尾", body_format)
     assert raw not in html
     assert "&lt;" in html  # shown as text
-    assert set(re.findall(r"</?([a-z0-9]+)", html)) == {"p"}  # the only real tag
+    # the only real tags: paragraphs, and in plain text an address made into a link
+    assert set(re.findall(r"</?([a-z0-9]+)", html)) <= {"p", "a"}
+    assert re.findall(r'<a href="([^"]*)"', html) in ([], ["https://evil.example"])
 
 
-def test_html_block_is_shown_as_text() -> None:
-    html = render_body("<div>\n<script>steal()</script>\n</div>")
+@pytest.mark.parametrize("body_format", ["text", "markdown"])
+def test_html_block_is_shown_as_text(body_format: str) -> None:
+    html = render_body("<div>\n<script>steal()</script>\n</div>", body_format)
     assert "<script" not in html and "<div" not in html
     assert "&lt;script&gt;" in html
 
@@ -47,7 +51,8 @@ def test_markdown_formatting_is_kept() -> None:
         "**各村**：请*按时*完成。\n\n"
         "- 第一项\n- 第二项\n\n"
         "> 引用\n\n"
-        "详见[江山市政府](https://www.jiangshan.gov.cn/art/1.html)。"
+        "详见[江山市政府](https://www.jiangshan.gov.cn/art/1.html)。",
+        "markdown",
     )
     assert "<h1>关于冬季农田水利建设的通知</h1>" in html
     assert "<strong>各村</strong>" in html
@@ -59,19 +64,20 @@ def test_markdown_formatting_is_kept() -> None:
 
 
 def test_tables_are_kept() -> None:
-    html = render_body("| 项目 | 数量 |\n|---|---|\n| 主动公开 | 469 |\n")
+    html = render_body("| 项目 | 数量 |\n|---|---|\n| 主动公开 | 469 |\n", "markdown")
     assert "<table>" in html and "<th>项目</th>" in html and "<td>469</td>" in html
 
 
-def test_plain_text_lines_keep_their_breaks() -> None:
-    html = render_body("第一行\n第二行\n\n第二段")
+@pytest.mark.parametrize("body_format", ["text", "markdown"])
+def test_plain_text_lines_keep_their_breaks(body_format: str) -> None:
+    html = render_body("第一行\n第二行\n\n第二段", body_format)
     assert "第一行<br>" in html
     assert html.count("<p>") == 2
 
 
-def test_numbered_list_keeps_its_numbers() -> None:
-    """ "3. 务实信息" in the sample must not be shown as item 1."""
-    html = render_body("3. 务实信息，健全网站。\n4. 下一项。")
+def test_markdown_numbered_list_keeps_its_first_number() -> None:
+    """In Markdown, "3. 务实信息" must not be shown as item 1."""
+    html = render_body("3. 务实信息，健全网站。\n4. 下一项。", "markdown")
     assert '<ol start="3">' in html
 
 
@@ -88,8 +94,9 @@ def test_numbered_list_keeps_its_numbers() -> None:
         "[点此]: javascript:alert(1)\n\n[点此]",
     ],
 )
-def test_javascript_and_other_unsafe_links_are_stripped(body: str) -> None:
-    html = render_body(body).lower()
+@pytest.mark.parametrize("body_format", ["text", "markdown"])
+def test_javascript_and_other_unsafe_links_are_stripped(body: str, body_format: str) -> None:
+    html = render_body(body, body_format).lower()
     assert 'href="javascript' not in html
     assert 'src="javascript' not in html
     assert 'href="vbscript' not in html
@@ -98,13 +105,14 @@ def test_javascript_and_other_unsafe_links_are_stripped(body: str) -> None:
 
 def test_mailto_links_are_allowed() -> None:
     assert '<a href="mailto:zwgk@example.gov.cn"' in render_body(
-        "[写信](mailto:zwgk@example.gov.cn)"
+        "[写信](mailto:zwgk@example.gov.cn)", "markdown"
     )
 
 
 def test_render_is_plain_text_safe_for_the_sample_style_body() -> None:
     body = "根据《中华人民共和国政府信息公开条例》规定,先编制并公布本单位2013年政府信息公开工作年度报告。"
-    assert render_body(body) == f"<p>{body}</p>\n"
+    assert render_body(body) == f"<p>{body}</p>"
+    assert render_body(body, "markdown") == f"<p>{body}</p>\n"
 
 
 # -- derive_summary ----------------------------------------------------------------------------
@@ -135,7 +143,9 @@ def test_summary_of_one_long_sentence_is_cut_with_an_ellipsis() -> None:
 
 
 def test_summary_drops_markdown_noise() -> None:
-    summary = derive_summary("# 标题\n\n**重要**通知，详见[这里](https://example.gov.cn/x)。", 100)
+    summary = derive_summary(
+        "# 标题\n\n**重要**通知，详见[这里](https://example.gov.cn/x)。", 100, "markdown"
+    )
     assert "*" not in summary and "#" not in summary and "https://" not in summary
     assert "重要通知" in summary
 
@@ -145,7 +155,9 @@ def test_summary_collapses_whitespace() -> None:
 
 
 def test_plain_text() -> None:
-    assert plain_text("## 一、 概况\n\n**粗**  *斜*") == "一、 概况 粗 斜"
+    assert plain_text("## 一、 概况\n\n**粗**  *斜*", "markdown") == "一、 概况 粗 斜"
+    # a plain-text body keeps every character: brackets of a document number included
+    assert plain_text("江政发〔2024〕3号 [2024]\n\n*注*") == "江政发〔2024〕3号 [2024] *注*"
 
 
 # -- first_sentence ----------------------------------------------------------------------------

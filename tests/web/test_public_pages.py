@@ -112,6 +112,7 @@ async def test_item_page_shows_title_catalogue_header_and_body(site: Api) -> Non
         site,
         doc_no="上政发〔2026〕12号",
         body="各村：\n\n为做好**冬季农田水利**建设工作，现将有关事项通知如下。",
+        format="markdown",
     )
     page = await fetch(site, f"/items/{item['id']}")
     assert_html(page, 200)

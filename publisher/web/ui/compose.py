@@ -25,6 +25,7 @@ from publisher.models import (
     EDITABLE_IN_PLACE,
     LIVE_STATUSES,
     Action,
+    BodyFormat,
     Channel,
     Content,
     Disclosure,
@@ -49,6 +50,7 @@ TEXT_FIELDS = (
     "title",
     "summary",
     "body",
+    "format",
     "category",
     "agency",
     "doc_no",
@@ -69,6 +71,7 @@ FIELD_LABELS = {
     "title": N_("Title"),
     "summary": N_("Summary"),
     "body": N_("Body"),
+    "format": N_("Body format"),
     "category": N_("Category"),
     "agency": N_("Issuing agency"),
     "doc_no": N_("Document number"),
@@ -107,6 +110,7 @@ def blank_form(config: Config) -> FormState:
     values = dict.fromkeys(TEXT_FIELDS, "")
     values.update(
         written_at=today,
+        format=BodyFormat.TEXT.value,
         disclosure=Disclosure.PROACTIVE.value,
         category=config.taxonomy[0].slug,
         agency=config.site.agency,
@@ -123,6 +127,7 @@ def form_from_item(request: web.Request, item: Item) -> FormState:
         "title": c.title,
         "summary": c.summary or "",
         "body": c.body,
+        "format": c.body_format.value,
         "category": c.category,
         "agency": c.agency,
         "doc_no": c.doc_no or "",
@@ -143,6 +148,8 @@ def form_from_post(form: MultiDictProxy[Any]) -> FormState:
     for name in TEXT_FIELDS:
         raw = form.get(name, "")
         values[name] = raw[:MAX_FIELD_CHARS].replace("\r\n", "\n") if isinstance(raw, str) else ""
+    # a form from before the choice existed (or without it) is plain text, the default
+    values["format"] = values["format"] or BodyFormat.TEXT.value
     channels = [c for c in form.getall("channels", []) if isinstance(c, str)]
     ids = [v for v in form.getall("related_id", []) if isinstance(v, str)]
     kinds = [v for v in form.getall("related_kind", []) if isinstance(v, str)]

@@ -105,7 +105,7 @@ async def _review_page(
         item=item,
         rev=rev,
         row=views.item_row(request, item),
-        body_html=render_body(rev.content.body),
+        body_html=render_body(rev.content.body, rev.content.body_format),
         warnings=[
             {"kind": views.tr(request, PII_LABELS[f.kind]), "field": f.field, "match": f.masked}
             for f in findings
