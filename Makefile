@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PUBLISHER := $(VENV)/bin/publisher
 CONFIG ?= config.yaml
-SAMPLE ?= ../shared/samples/shangyu-2013-disclosure-report.txt
+SAMPLE ?= samples/shangyu-2013-disclosure-report.txt
 # Debian packages: Python's venv, PostgreSQL client tools (pg_isready), build tools,
 # Kannel (the SMS gateway the sms tests run against; kannel-extras has its fake SMSC),
 # WeasyPrint's Pango, CJK fonts and HarfBuzz subsetting (PDF reports), pdftotext (tests),

@@ -26,7 +26,7 @@ from publisher.store.sql import Actor, SqlStore, make_engine
 from publisher.web import make_app
 
 REPO = Path(__file__).resolve().parent.parent
-SAMPLE = REPO.parent / "shared" / "samples" / "shangyu-2013-disclosure-report.txt"
+SAMPLE = REPO / "samples" / "shangyu-2013-disclosure-report.txt"
 PG_URL = os.environ.get("PUBLISHER_TEST_DATABASE_URL")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

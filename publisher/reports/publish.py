@@ -14,7 +14,7 @@ from datetime import date, datetime
 
 from publisher import workflow
 from publisher.content import ItemCreate, content_from
-from publisher.models import Item
+from publisher.models import BodyFormat, Item
 from publisher.reports.annual import build_report, check_report
 from publisher.reports.render import render_markdown, render_pdf
 from publisher.store.sql import Actor, SqlStore
@@ -44,6 +44,7 @@ async def publish_as_item(
     fields = ItemCreate(
         title=report.title,
         body=body,
+        format=BodyFormat.MARKDOWN,  # its tables are pipe tables
         category=config.report_category,
         written_at=written,
     )
