@@ -58,6 +58,9 @@ LIVE_EVENTS = frozenset({EventKind.PUBLISHED, EventKind.CORRECTED})
 
 #: how long a turn waits for more outcomes to write together
 GROUP_COMMIT_SECONDS = 0.01
+#: after a failed turn, the next one waits this long, doubling up to the cap
+TURN_BACKOFF_SECONDS = 0.05
+TURN_BACKOFF_CAP_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +199,12 @@ class DeliveryWorker:
         self._tasks: list[asyncio.Task[None]] = []
         self._stack = AsyncExitStack()
         self._senders: list[asyncio.Task[None]] = []
+        #: rows handed to this worker's senders whose outcome is not yet written: what
+        #: the worker holds in `sending` and knows about (see _heal_claims)
+        self._in_flight: set[int] = set()
+        #: consecutive failed turns per lane, and when the first of them failed
+        self.failing_since: float | None = None
+        self._failed_lanes: set[int] = set()
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -312,10 +321,25 @@ class DeliveryWorker:
         while not self._stop.is_set():
             await asyncio.sleep(beat)
             try:
-                await self.ledger.heartbeat(self.worker_id)
+                await self.ledger.heartbeat(self.worker_id, os.getpid())
                 await self._recover()
+                await self._heal_claims()
             except Exception:
                 log.exception("heartbeat failed")
+
+    async def _heal_claims(self) -> None:
+        """Rows this worker holds in `sending` that none of its senders has: a turn that
+        claimed them committed, then failed before handing them out (the connection
+        dropped as it answered). They were never attempted: queued again."""
+        horizon = utcnow() - timedelta(seconds=2 * self.config.delivery.heartbeat_seconds)
+        n = await self.ledger.requeue_unattempted(self.worker_id, self._in_flight, horizon)
+        if n:
+            log.warning("requeued %d rows claimed by a failed turn and never attempted", n)
+
+    @property
+    def outcomes_waiting(self) -> int:
+        """Finished attempts whose outcome is not yet written (kept through failed turns)."""
+        return sum(len(lane.outcomes) for rt in self.channels.values() for lane in rt.lanes)
 
     async def _recover(self) -> None:
         stale = timedelta(seconds=3 * self.config.delivery.heartbeat_seconds)
@@ -347,6 +371,7 @@ class DeliveryWorker:
         next_quiet_check = 0.0
         quiet_until: datetime | None = None  # kept between checks: no claim ignores the window
         idle = False  # the last claim found nothing due
+        backoff = TURN_BACKOFF_SECONDS
         while not self._stop.is_set():
             try:
                 pending = lane.outcomes
@@ -361,7 +386,10 @@ class DeliveryWorker:
                     lane.wakeup.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(lane.wakeup.wait(), timeout=GROUP_COMMIT_SECONDS)
-                batch, lane.outcomes = lane.outcomes, []
+                # outcomes stay in lane.outcomes until the turn that writes them commits: a
+                # failed turn (the database restarted, the disk full …) loses none, and
+                # their slots come back only once they are durable
+                batch = list(lane.outcomes)
                 free = lane.slots + len(batch)
                 want = min(free, self.config.delivery.batch_size) if free >= low_water else 0
                 now = utcnow()
@@ -376,6 +404,12 @@ class DeliveryWorker:
                     quiet_until=quiet_until,
                     retracts=rt.limits.retracts,
                 )
+                # written: outcomes that arrived during the turn stay for the next one
+                del lane.outcomes[: len(batch)]
+                for outcome in batch:
+                    self._in_flight.discard(outcome.delivery_id)
+                self._turn_succeeded(lane)
+                backoff = TURN_BACKOFF_SECONDS
                 lane.slots = free - len(rows)
                 idle = want > 0 and not rows
                 if rows:
@@ -383,12 +417,40 @@ class DeliveryWorker:
                 for row, stored in rows:
                     # never more rows than free slots, and every free slot's sender is
                     # idle: it registered again as it handed in its outcome
+                    self._in_flight.add(row.id)
                     lane.idle.popleft().set_result((row, stored))
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("delivery loop for %s failed; retrying", rt.name)
-                await asyncio.sleep(poll)
+            except Exception as exc:
+                # nothing is lost: the outcomes are still in lane.outcomes and their slots
+                # still taken; the next turn (on a fresh connection) writes them
+                self._turn_failed(lane, rt.name, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, TURN_BACKOFF_CAP_SECONDS)
+
+    def _turn_failed(self, lane: Lane, channel: str, exc: Exception, backoff: float) -> None:
+        first = id(lane) not in self._failed_lanes
+        self._failed_lanes.add(id(lane))
+        if self.failing_since is None:
+            self.failing_since = time.time()
+        METRICS.turn_failed(channel)
+        if first:
+            log.exception(
+                "a delivery turn for %s failed; %d outcomes kept", channel, len(lane.outcomes)
+            )
+        else:
+            log.warning("a delivery turn for %s failed again (%s); next try in %.2fs",
+                        channel, type(exc).__name__, backoff)  # fmt: skip
+        METRICS.outcomes_waiting.set(self.outcomes_waiting)
+
+    def _turn_succeeded(self, lane: Lane) -> None:
+        METRICS.last_turn.set(time.time())
+        if self._failed_lanes:
+            self._failed_lanes.discard(id(lane))
+            if not self._failed_lanes:
+                log.info("delivery turns succeed again")
+                self.failing_since = None
+            METRICS.outcomes_waiting.set(self.outcomes_waiting)
 
     # -- one attempt ---------------------------------------------------------------------
 

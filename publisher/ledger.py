@@ -558,11 +558,57 @@ class Ledger:
                 )
             )
 
-    async def heartbeat(self, worker_id: str) -> None:
+    async def heartbeat(self, worker_id: str, pid: int | None = None) -> None:
+        """Say this worker is alive. A worker whose row another worker removed (it missed
+        beats while the database was away) registers again, so its claims stay its own."""
         async with self.store.write() as conn:
-            await conn.execute(
+            result = await conn.execute(
                 t.workers.update().where(t.workers.c.id == worker_id).values(heartbeat_at=utcnow())
             )
+            if result.rowcount == 0 and pid is not None:
+                now = utcnow()
+                await conn.execute(
+                    t.workers.insert().values(
+                        id=worker_id,
+                        host=socket.gethostname()[:255],
+                        pid=pid,
+                        started_at=now,
+                        heartbeat_at=now,
+                    )
+                )
+
+    async def requeue_unattempted(
+        self, worker_id: str, in_flight: Iterable[int], older_than: datetime
+    ) -> int:
+        """Rows this worker holds in `sending` that no attempt of its own has (a turn that
+        claimed them failed after its commit, so they were never handed to a sender):
+        nothing was attempted, so they are queued again, on any channel."""
+        d = t.deliveries
+        keep = set(in_flight)
+        async with self.store.read() as conn:
+            held = (
+                await conn.scalars(
+                    sa.select(d.c.id).where(
+                        d.c.state == DeliveryState.SENDING.value,
+                        d.c.claimed_by == worker_id,
+                        d.c.updated_at < older_than,
+                    )
+                )
+            ).all()
+        orphans = [i for i in held if i not in keep]
+        if not orphans:
+            return 0
+        return await self._bulk_move(
+            sa.and_(
+                d.c.id.in_(orphans),
+                d.c.state == DeliveryState.SENDING.value,
+                d.c.claimed_by == worker_id,
+            ),
+            DeliveryState.QUEUED,
+            reason=None,
+            detail="claimed by a turn that failed; never attempted",
+            undo_claim=True,
+        )
 
     async def unregister_worker(self, worker_id: str) -> None:
         async with self.store.write() as conn:
@@ -769,6 +815,7 @@ class Ledger:
         due_at: datetime | None = None,
         detail: str | None = None,
         reset_attempts: bool = False,
+        undo_claim: bool = False,
     ) -> int:
         now = utcnow()
         d = t.deliveries
@@ -787,6 +834,9 @@ class Ledger:
                 }
                 if reset_attempts:
                     values["attempts"] = 0
+                if undo_claim:  # the claim's attempt was never made: give it back
+                    values["attempts"] = d.c.attempts - 1
+                    values["claimed_by"] = None
                 await conn.execute(
                     d.update().where(d.c.id.in_([r.id for r in chunk])).values(**values)
                 )

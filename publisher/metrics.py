@@ -56,6 +56,26 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.turn_failures = Counter(
+            "publisher_worker_turn_failures",
+            "Delivery turns (one database transaction) that failed, by channel",
+            ["channel"],
+            registry=self.registry,
+        )
+        self.outcomes_waiting = Gauge(
+            "publisher_worker_outcomes_waiting",
+            "Finished attempts whose outcome is kept in memory until a turn writes it",
+            registry=self.registry,
+        )
+        self.last_turn = Gauge(
+            "publisher_worker_last_turn_ok_timestamp_seconds",
+            "When this process's last delivery turn succeeded (Unix time)",
+            registry=self.registry,
+        )
+
+    def turn_failed(self, channel: str) -> None:
+        self.turn_failures.labels(channel).inc()
+
     def observe_attempt(self, channel: str, outcome: str, seconds: float) -> None:
         # label lookups cost more than the observation; keep the children
         key = (channel, outcome)

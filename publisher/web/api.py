@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import time
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from datetime import datetime
@@ -297,8 +299,24 @@ async def healthz(request: web.Request) -> web.Response:
     from publisher.store import current_revision
 
     store = request.app[STORE]
-    schema = await current_revision(store)
-    return json_response({"status": "ok", "store": store.engine.dialect.name, "schema": schema})
+    # the schema revision changes only through `publisher db upgrade` (which a running
+    # service does at its start): read once, not an Alembic context per probe
+    schema = _SCHEMA_SEEN.get(store)
+    if schema is None:
+        schema = _SCHEMA_SEEN[store] = await current_revision(store)
+    body: dict[str, Any] = {"status": "ok", "store": store.engine.dialect.name, "schema": schema}
+    worker = request.app.get(WORKER)
+    if worker is not None and worker.failing_since is not None:
+        # deliveries wait (nothing is lost) until the database answers again
+        body["status"] = "degraded"
+        body["worker"] = {
+            "turns_failing_for_seconds": round(time.time() - worker.failing_since, 1),
+            "outcomes_waiting": worker.outcomes_waiting,
+        }
+    return json_response(body)
+
+
+_SCHEMA_SEEN: weakref.WeakKeyDictionary[SqlStore, str | None] = weakref.WeakKeyDictionary()
 
 
 @routes.post("/api/v1/items")
