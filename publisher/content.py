@@ -11,6 +11,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from publisher.config import Config
 from publisher.errors import ValidationFailed
 from publisher.models import Channel, Content, Disclosure, LegalKind, Relation, RelationKind
+from publisher.textclean import CleanTextModel
 
 
 def _not_blank(value: Any) -> Any:
@@ -28,8 +29,13 @@ class RelationIn(BaseModel):
     kind: RelationKind
 
 
-class ItemFields(BaseModel):
-    """Fields of an item as the API takes them. Times without an offset are site-local."""
+class ItemFields(CleanTextModel):
+    """Fields of an item as the API takes them. Times without an offset are site-local.
+
+    No text may hold a character XML cannot (publisher.textclean); the title and the
+    agency may not hold invisible ones either."""
+
+    line_fields = frozenset({"title", "agency"})
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -67,8 +73,10 @@ class ItemCreate(ItemFields):
     pass
 
 
-class ItemPatch(BaseModel):
+class ItemPatch(CleanTextModel):
     """A partial edit: only the fields given change."""
+
+    line_fields = frozenset({"title", "agency"})
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 

@@ -21,6 +21,25 @@ def N_(message: str) -> str:
     return message
 
 
+#: labels of the fields a ForbiddenCharacters error outside the item form may name
+FIELD_NAMES: Mapping[str, str] = {"reason": N_("Reason"), "user name": N_("User name")}
+
+
+def forbidden_characters(request: web.Request, characters: str, field: str | None = None) -> str:
+    """What a page says about a text holding characters it may not (publisher.textclean):
+    after the field's label on a form, or naming the field (`field`) on its own."""
+    _ = gettext_for(request).gettext
+    if field is None:
+        return _(
+            "contains a control or invisible character that cannot be saved (%(chars)s); "
+            "remove it and try again"
+        ) % {"chars": characters}
+    return _(
+        "%(field)s contains a control or invisible character that cannot be saved "
+        "(%(chars)s); remove it and try again"
+    ) % {"field": _(FIELD_NAMES[field]) if field in FIELD_NAMES else field, "chars": characters}
+
+
 STATUS_LABELS: Mapping[ItemStatus, str] = {
     ItemStatus.DRAFT: N_("Draft"),
     ItemStatus.IN_REVIEW: N_("In review"),
