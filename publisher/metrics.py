@@ -56,6 +56,16 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.feed_entries_left_out = Gauge(
+            "publisher_feed_entries_left_out",
+            "Entries the latest pass of a feed left out (they cannot be written as XML)",
+            ["feed"],
+            registry=self.registry,
+        )
+
+    def feed_left_out(self, feed: str, n: int) -> None:
+        self.feed_entries_left_out.labels(feed).set(n)
+
     def observe_attempt(self, channel: str, outcome: str, seconds: float) -> None:
         # label lookups cost more than the observation; keep the children
         key = (channel, outcome)
