@@ -52,17 +52,14 @@ class ImportRecord:
     warnings: tuple[str, ...] = ()
 
 
-#: fields that also lose invisible characters (as the API refuses them there)
-_LINE_FIELDS = frozenset({"title", "agency"})
-
-
 def _cleaned(fields: dict[str, Any], source: str) -> tuple[dict[str, Any], list[str]]:
     """The fields without the characters they may not hold, and a warning per field changed."""
     out: dict[str, Any] = {}
     warnings: list[str] = []
     for key, value in fields.items():
         if isinstance(value, str):
-            value, removed = clean(value, line=key in _LINE_FIELDS)
+            # titles also lose the invisible characters the API refuses there
+            value, removed = clean(value, line=key in ItemCreate.line_fields)
             if removed:
                 warnings.append(f"{source}: {key}: removed {describe(removed)}")
         out[key] = value

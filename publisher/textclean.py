@@ -65,8 +65,12 @@ def describe(chars: Iterable[str]) -> str:
 
 def message(characters: str) -> str:
     """The API's and the CLI's words for a refused text; `characters` as `describe` gives."""
-    kind = "characters" if "," in characters else "a character"
-    return f"must not contain {kind} XML or a title cannot hold ({characters})"
+    kind = (
+        "control or invisible characters"
+        if "," in characters
+        else "a control or invisible character"
+    )
+    return f"must not contain {kind} ({characters})"
 
 
 class ForbiddenCharacters(ValidationFailed):
