@@ -19,12 +19,13 @@ from channels.rss import (
     entry_problem,
 )
 from publisher.config import Config
-from publisher.models import Action
+from publisher.models import Action, Role
 from publisher.store import schema as t
 from publisher.web.keys import STORE
 from tests.channels.test_feeds import entry_for, feed_item, parsed, publish
 from tests.conftest import REVIEWER, item_fields
 from tests.engine.helpers import BOTH_BACKENDS, api_on, ledger_rows, running, wait_channel_settled
+from tests.web.test_staff_ui import PASSWORD, Browser
 
 BAD_TITLES = ["坏\x0b标题", "坏\x1b标题", "坏\ufffe标题"]
 
@@ -129,6 +130,12 @@ async def test_feeds_survive_a_bad_entry_and_withdrawals_still_apply(engine_stor
         status, body, _ = await api.call("GET", f"/api/v1/items/{bad.id}/deliveries")
         assert status == 200 and body["counts"]["rss"]["failed"] == len(rows)
         assert {r.state for r in await ledger_rows(store, good.id, "rss")} == {"delivered"}
+        # and on the item's page, in words
+        await store.add_user("erin", Role.EDITOR, PASSWORD)
+        browser = Browser(api.client)
+        await browser.login("erin")
+        status, html, _ = await browser.get(f"/staff/items/{bad.id}")
+        assert status == 200 and "未列入订阅源" in html and "U+000B" in html
 
         # counted in /metrics
         text = (await api.call("GET", "/metrics", who=None))[1].decode()

@@ -106,6 +106,20 @@ def state_label(request: web.Request, state: str) -> str:
     return tr(request, label) if label else state
 
 
+#: delivery reasons staff should read in words (the others show as their code)
+REASON_LABELS: Mapping[str, str] = {
+    "entry_left_out": N_(
+        "Left out of the feeds: the text holds a character that cannot be published; "
+        "edit the item to remove it"
+    ),
+}
+
+
+def reason_label(request: web.Request, reason: str | None) -> str:
+    label = REASON_LABELS.get(reason or "")
+    return tr(request, label) if label else reason or ""
+
+
 def local_time(request: web.Request, value: datetime | None) -> str:
     if value is None:
         return ""
