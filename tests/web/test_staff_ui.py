@@ -415,3 +415,27 @@ async def test_control_characters_in_a_form_are_a_chinese_error(ui: Any) -> None
         )
         assert status == 422 and "理由含有无法保存的控制字符" in html, html
     assert (await store.get_item(items[0].id)).status.value == "in_review"
+
+
+async def test_old_text_with_control_characters_is_mended_by_saving_the_form(ui: Any) -> None:
+    client, store = ui
+    b = Browser(client)
+    await b.login("alice")
+    status, _, _ = await b.post("/staff/items/new", {**form(), "action": "save"})
+    assert status == 303
+    items, _ = await store.list_items(ItemQuery())
+    item = items[0]
+    async with store.write() as conn:  # old data, from before the store refused it
+        await conn.execute(
+            t.revisions.update()
+            .where(t.revisions.c.item_id == item.id)
+            .values(title="关于冬季\x0b农田水利建设的通知")
+        )
+    status, html, _ = await b.get(f"/staff/items/{item.id}/edit")
+    assert status == 200 and "\x0b" not in html and 'value="关于冬季农田水利建设的通知"' in html
+    status, html, _ = await b.post(
+        f"/staff/items/{item.id}/edit",
+        {**form(), "version": str((await store.get_item(item.id)).version), "action": "save"},
+    )
+    assert status == 303, html
+    assert (await store.get_item(item.id)).content.title == "关于冬季农田水利建设的通知"

@@ -134,6 +134,10 @@ def form_from_item(request: web.Request, item: Item) -> FormState:
         "expires_at": views.local_input(request, c.expires_at),
         "correction_note": rev.correction_note or "",
     }
+    # text stored before the store refused control characters: the form shows it without
+    # them (a person cannot see them to delete them), so saving the form mends the item
+    for name, value in values.items():
+        values[name] = textclean.clean(value, line=name in ItemPatch.line_fields)[0]
     related = [(r.item_id, r.kind.value) for r in c.related]
     related += [("", "see-also")] * max(1, RELATED_ROWS - len(related))
     return FormState(values, [ch.value for ch in c.channels], c.urgent, related)
