@@ -10,6 +10,12 @@ Regeneration reads the whole feed, so one pass covers every change committed bef
 it began: attempts for the same feed that were already waiting when a pass started
 are covered by it and do not regenerate again (a burst of imports costs a few
 passes, not one per item).
+
+One entry XML cannot hold (a text with a control character, stored before the store
+refused them) never fails a whole feed: it is left out of the documents, logged, counted
+in /metrics (publisher_feed_entries_left_out) and its item's own rss delivery fails with
+the reason `entry_left_out`, which the staff see on the item's deliveries. The other
+entries, and every withdrawal, still reach the files.
 """
 
 from __future__ import annotations
@@ -50,9 +56,11 @@ from channels.base import (
     TransientDeliveryError,
 )
 from publisher.config import ALL_FEED, Config
+from publisher.metrics import METRICS
 from publisher.models import Disclosure, Item, ItemStatus
 from publisher.store.sql import EventKind, ItemQuery, SqlStore
 from publisher.text import derive_summary, render_body
+from publisher.textclean import describe, forbidden_chars
 
 log = logging.getLogger("publisher.channels.rss")
 
@@ -63,6 +71,10 @@ ATOM_NS = "http://www.w3.org/2005/Atom"
 FEED_FORMATS = {"rss": "application/rss+xml", "atom": "application/atom+xml"}
 #: before any item was published, a feed is still valid: it says it changed at the epoch
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: the delivery reason of an item whose entry the feeds leave out
+LEFT_OUT_REASON = "entry_left_out"
+#: events after which an item has no entry: their delivery only regenerates the feed
+RETRACT_KINDS = frozenset({EventKind.WITHDRAWN, EventKind.EXPIRED})
 
 
 class FeedSettings(ChannelSettings):
@@ -172,6 +184,42 @@ class CatalogueEntryExtension(BaseEntryExtension):  # type: ignore[misc]
         return entry
 
 
+_ENTRY_TEXTS = (
+    "title",
+    "summary",
+    "body_html",
+    "category",
+    "category_name",
+    "agency",
+    "index_no",
+    "doc_no",
+    "written_on",
+    "correction_note",
+    "public_url",
+)
+
+
+def entry_problem(d: EntryData) -> str | None:
+    """Why XML cannot hold entry `d` (which text holds which characters), or None."""
+    texts: list[tuple[str, Any]] = [(name, getattr(d, name)) for name in _ENTRY_TEXTS]
+    for a in d.attachments:
+        texts += [(f"attachment {key}", a.get(key)) for key in ("filename", "url", "content_type")]
+    for name, value in texts:
+        if isinstance(value, str):
+            bad = forbidden_chars(value)
+            if bad:
+                return f"{name} holds {describe(bad)}, which XML cannot"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class LeftOut:
+    """An entry a feed pass could not write, and why."""
+
+    item_id: str
+    reason: str
+
+
 def feed_url(config: Config, name: str, fmt: str) -> str:
     return f"{config.site.public_base}/feeds/{name}.{fmt}"
 
@@ -244,6 +292,40 @@ def build_feeds(
     fg.link(href=catalogue, rel="alternate", type="text/html")
     out["atom"] = fg.atom_str(pretty=False)
     return out
+
+
+def build_feeds_safely(
+    config: Config,
+    name: str,
+    entries: list[EntryData],
+    updated: datetime,
+    hub: str | None,
+) -> tuple[dict[str, bytes], list[LeftOut]]:
+    """`build_feeds` without the entries that cannot be written, and those left out.
+
+    The entries are screened for characters XML cannot hold; should the build still
+    fail (something else in an entry lxml refuses), each entry is tried on its own and
+    the ones that fail are left out too: one bad entry never stops the others."""
+    left_out: list[LeftOut] = []
+    kept: list[EntryData] = []
+    for d in entries:
+        why = entry_problem(d)
+        if why is None:
+            kept.append(d)
+        else:
+            left_out.append(LeftOut(d.item_id, why))
+    try:
+        return build_feeds(config, name, kept, updated, hub), left_out
+    except Exception:  # whatever an entry holds, the other entries are still written
+        survivors = []
+        for d in kept:
+            try:
+                build_feeds(config, name, [d], updated, None)
+            except Exception as exc:
+                left_out.append(LeftOut(d.item_id, f"{type(exc).__name__}: {exc}"[:300]))
+            else:
+                survivors.append(d)
+        return build_feeds(config, name, survivors, updated, hub), left_out
 
 
 def entry_from_item(config: Config, item: Item, corrected_at: datetime | None) -> EntryData:
@@ -421,7 +503,15 @@ class FeedChannel(ChannelAdapter):
         if target.address not in self.feed_names():
             raise PermanentDeliveryError(f"no feed named {target.address!r}", reason="no_feed")
         entry = entry_from_subject(subject, self.config.site.tz)
-        docs = build_feeds(self.config, target.address, [entry], entry.updated, None)
+        docs, left_out = build_feeds_safely(
+            self.config, target.address, [entry], entry.updated, None
+        )
+        if left_out and subject.kind not in RETRACT_KINDS:
+            # the feeds leave this entry out: its delivery says so (the staff see it)
+            raise PermanentDeliveryError(
+                f"the entry is left out of the feeds: {left_out[0].reason}",
+                reason=LEFT_OUT_REASON,
+            )
         root = etree.fromstring(docs["atom"])
         entry_el = root.find(f"{{{ATOM_NS}}}entry")
         preview = etree.tostring(entry_el, encoding="unicode") if entry_el is not None else ""
@@ -448,11 +538,15 @@ class FeedChannel(ChannelAdapter):
         entries, updated = await read_feed(
             self.config, self.store, name, self.feed_settings.entries, self._entries
         )
-        docs = await asyncio.to_thread(
-            build_feeds, self.config, name, entries, updated, self.feed_settings.hub_url
+        docs, left_out = await asyncio.to_thread(
+            build_feeds_safely, self.config, name, entries, updated, self.feed_settings.hub_url
         )
+        for lo in left_out:
+            log.warning("feed %s: left out the entry of item %s: %s", name, lo.item_id, lo.reason)
+        METRICS.feed_left_out(name, len(left_out))
         await asyncio.to_thread(self._write, name, docs)
-        return f"{len(entries)} entries, updated {updated.isoformat()}"
+        digest = f"{len(entries) - len(left_out)} entries, updated {updated.isoformat()}"
+        return digest + (f", {len(left_out)} left out" if left_out else "")
 
     def _write(self, name: str, docs: dict[str, bytes]) -> None:
         with feed_lock(self.directory, name):

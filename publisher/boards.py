@@ -21,13 +21,14 @@ from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from publisher.addresses import AddressBox, mask, normalize
 from publisher.config import Config
 from publisher.errors import Conflict, NotFound, ValidationFailed
 from publisher.store import schema as t
 from publisher.store.sql import SqlStore, insert_for, utcnow
+from publisher.textclean import ERROR_TYPE, CleanTextModel, ForbiddenCharacters
 
 CHANNEL = "board"
 Paper = Literal["A4", "A3"]
@@ -37,8 +38,10 @@ ORIENTATIONS: tuple[str, ...] = ("portrait", "landscape")
 MAX_MIN_DAYS = 366
 
 
-class _BoardFields(BaseModel):
+class _BoardFields(CleanTextModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    #: no invisible characters in the board's name and place (publisher.textclean)
+    line_fields = frozenset({"name", "location"})
 
     location: str | None = Field(default=None, max_length=255)
     paper: Paper | None = None
@@ -355,4 +358,8 @@ def parse_board(model: type[BoardCreate] | type[BoardPatch], data: Any) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
+        err = exc.errors()[0]
+        if err["type"] == ERROR_TYPE:  # the staff pages say it in the UI's language
+            field = ".".join(str(p) for p in err["loc"])
+            raise ForbiddenCharacters(field, str(err.get("ctx", {})["characters"])) from None
         raise ValidationFailed(describe_validation(exc)) from None

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from publisher.errors import ValidationFailed
 from publisher.store import schema as t
 from publisher.store.sql import SqlStore, utcnow
+from publisher.textclean import refuse
 
 
 class DayKind(StrEnum):
@@ -143,6 +144,7 @@ def check_year(year: int, days: Sequence[SpecialDay]) -> None:
             raise ValidationFailed(f"{d.day.isoformat()}: not in {year}")
         if d.name is not None and len(d.name) > 64:
             raise ValidationFailed(f"{d.day.isoformat()}: name longer than 64 characters")
+        refuse(f"{d.day.isoformat()}: name", d.name, line=True)
         if seen.get(d.day, d.kind) is not d.kind:
             raise ValidationFailed(f"{d.day.isoformat()}: both a holiday and a make-up workday")
         if d.kind is DayKind.WORKDAY and d.day.weekday() < 5:

@@ -437,6 +437,9 @@ async def import_(
     records = []
     for path in files:  # parse everything first: a bad file stops the run before any write
         records.extend(parse_file(path, store.config, title, BodyFormat(body_format)))
+    for rec in records:
+        for warning in rec.warnings:
+            click.echo(f"warning: {warning}", err=True)
     imported = skipped = 0
     with Progress(console=err_console, transient=True, disable=len(records) < 20) as progress:
         task = progress.add_task("importing", total=len(records))

@@ -19,6 +19,7 @@ from publisher.models import (
     Relation,
     RelationKind,
 )
+from publisher.textclean import CleanTextModel
 
 
 def _not_blank(value: Any) -> Any:
@@ -36,8 +37,13 @@ class RelationIn(BaseModel):
     kind: RelationKind
 
 
-class ItemFields(BaseModel):
-    """Fields of an item as the API takes them. Times without an offset are site-local."""
+class ItemFields(CleanTextModel):
+    """Fields of an item as the API takes them. Times without an offset are site-local.
+
+    No text may hold a character XML cannot (publisher.textclean); the title and the
+    agency may not hold invisible ones either."""
+
+    line_fields = frozenset({"title", "agency"})
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -84,8 +90,10 @@ class ItemCreate(ItemFields):
     pass
 
 
-class ItemPatch(BaseModel):
+class ItemPatch(CleanTextModel):
     """A partial edit: only the fields given change."""
+
+    line_fields = frozenset({"title", "agency"})
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 

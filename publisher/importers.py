@@ -1,7 +1,9 @@
 """Importers for archival items: JSON, CSV and the plain-text page format of the sample.
 
 Each parser turns a file into ImportRecords without touching the store, so a bad
-file is reported whole before anything is written.
+file is reported whole before anything is written. Archival text often carries stray
+control characters (from old word processors and page scrapes): the characters a text
+may not hold (publisher.textclean) are removed, and each record says so in `warnings`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from publisher.content import ItemCreate, content_from, to_aware
 from publisher.errors import ValidationFailed
 from publisher.models import BodyFormat, Content
 from publisher.text import first_sentence
+from publisher.textclean import clean, describe
 
 #: header labels of the plain-text page format -> our field names
 HEADER_LABELS = {
@@ -45,6 +48,22 @@ class ImportRecord:
     content: Content
     index_no: str | None
     published_at: datetime
+    #: what was changed on the way in (characters removed), one line each
+    warnings: tuple[str, ...] = ()
+
+
+def _cleaned(fields: dict[str, Any], source: str) -> tuple[dict[str, Any], list[str]]:
+    """The fields without the characters they may not hold, and a warning per field changed."""
+    out: dict[str, Any] = {}
+    warnings: list[str] = []
+    for key, value in fields.items():
+        if isinstance(value, str):
+            # titles also lose the invisible characters the API refuses there
+            value, removed = clean(value, line=key in ItemCreate.line_fields)
+            if removed:
+                warnings.append(f"{source}: {key}: removed {describe(removed)}")
+        out[key] = value
+    return out, warnings
 
 
 def _category_slug(value: str, config: Config) -> str:
@@ -77,13 +96,14 @@ def _record(
     title: str | None,
     body_format: BodyFormat = BodyFormat.TEXT,
 ) -> ImportRecord:
+    if title:
+        fields = {**fields, "title": title}
+    fields, warnings = _cleaned(fields, source)
     fields = {k: v for k, v in fields.items() if v not in (None, "")}
     # a record may say how its body is written; otherwise the import's --format (text)
     fields.setdefault("format", body_format.value)
     index_no = fields.pop("index_no", None)
     published = fields.pop("published_at", None)
-    if title:
-        fields["title"] = title
     try:  # every message names the file (and record) it is about
         if "category" in fields:
             fields["category"] = _category_slug(str(fields["category"]), config)
@@ -114,7 +134,13 @@ def _record(
     except ValidationFailed as exc:
         raise ValidationFailed(f"{source}: {exc.detail}") from None
     published_at = to_aware(published, config.site.tz) if published else content.written_at
-    return ImportRecord(source, content, str(index_no).strip() if index_no else None, published_at)
+    return ImportRecord(
+        source,
+        content,
+        str(index_no).strip() if index_no else None,
+        published_at,
+        tuple(warnings),
+    )
 
 
 def parse_page(

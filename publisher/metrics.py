@@ -76,6 +76,16 @@ class Metrics:
     def turn_failed(self, channel: str) -> None:
         self.turn_failures.labels(channel).inc()
 
+        self.feed_entries_left_out = Gauge(
+            "publisher_feed_entries_left_out",
+            "Entries the latest pass of a feed left out (they cannot be written as XML)",
+            ["feed"],
+            registry=self.registry,
+        )
+
+    def feed_left_out(self, feed: str, n: int) -> None:
+        self.feed_entries_left_out.labels(feed).set(n)
+
     def observe_attempt(self, channel: str, outcome: str, seconds: float) -> None:
         # label lookups cost more than the observation; keep the children
         key = (channel, outcome)

@@ -24,6 +24,7 @@ from publisher.content import NonBlank
 from publisher.errors import Conflict, NotFound, ValidationFailed
 from publisher.store import schema as t
 from publisher.store.sql import SqlStore, utcnow
+from publisher.textclean import CleanTextModel
 
 #: Art33: 20 working days, and one extension of at most 20
 ANSWER_DAYS = 20
@@ -165,8 +166,12 @@ def deadline(req: DisclosureRequest, calendar: WorkCalendar) -> date | None:
 # -- input -------------------------------------------------------------------------
 
 
-class RequestIn(BaseModel):
+class RequestIn(CleanTextModel):
+    """No text may hold a character XML cannot (publisher.textclean); the applicant's name
+    no invisible one either."""
+
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    line_fields = frozenset({"applicant"})
     received_on: date = Field(description="收到申请之日")
     applicant_type: ApplicantType
     applicant: str | None = Field(default=None, max_length=255, description="name; optional")

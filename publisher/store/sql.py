@@ -27,7 +27,7 @@ from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from publisher import pii, workflow
+from publisher import pii, textclean, workflow
 from publisher.config import Config
 from publisher.content import check_content
 from publisher.errors import (
@@ -229,6 +229,7 @@ class SqlStore:
     # -- users and tokens --------------------------------------------------
 
     async def add_user(self, name: str, role: Role, password: str | None = None) -> User:
+        textclean.refuse("user name", name, line=True)
         if not name or len(name) > 64 or not name.isprintable() or " " in name:
             raise ValidationFailed(f"user name {name!r}: 1–64 printable characters, no spaces")
         now = utcnow()
@@ -653,6 +654,8 @@ class SqlStore:
         channels that send it again (default CORRECTION_RESEND).
         """
         workflow.check_role(actor.role, action)
+        # every reason (API, staff pages, CLI) comes through here: one check for all
+        textclean.refuse("reason", reason)
         if action is Action.REJECT and not (reason and reason.strip()):
             raise ValidationFailed("reason: a rejection needs a reason the author can act on")
         now = now or utcnow()

@@ -8,6 +8,7 @@ take the item's category = the estimated total.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -25,6 +26,7 @@ from publisher.web.api import json_response
 from publisher.web.keys import CONFIG, STORE
 
 routes = web.RouteTableDef()
+log = logging.getLogger("publisher.web.preview")
 
 #: a target that stands for any target of the channel (feeds: the feed of everything)
 SAMPLE_TARGETS = {"portal": "https://portal.example.invalid/push", "rss": "all"}
@@ -93,6 +95,9 @@ async def channel_preview(
         rendered = adapter.render(subject, target)
     except (PermanentDeliveryError, ConfigError) as exc:
         return {"available": False, "detail": str(exc)}
+    except Exception:  # one channel's failure never makes the whole preview a 500
+        log.exception("preview of %s for %s failed", name, subject.key)
+        return {"available": False, "detail": f"the {name} preview failed; it has been logged"}
     body: Any = rendered.preview
     if body is None and rendered.body:
         text_body = rendered.body.decode("utf-8", errors="replace")

@@ -78,6 +78,18 @@ async def test_boards_api(api: Api) -> None:
     assert "13800138000" not in str(raw) and "op@example.org" not in str(raw)
 
 
+async def test_board_text_with_control_characters_is_422_naming_the_field(api: Api) -> None:
+    for change, field in (
+        ({"name": "北村\u202e"}, "name"),
+        ({"location": "村委会\x0b门口"}, "location"),
+    ):
+        status, body, headers = await api.call("POST", "/api/v1/boards", json={**BOARD, **change})
+        assert_problem(status, body, headers, 422, field, "U+")
+        assert body["errors"][0]["field"] == field
+    status, body, _ = await api.call("GET", "/api/v1/boards", who="bob")
+    assert body["boards"] == []
+
+
 async def test_item_layouts_public_and_staff(api: Api, sqlite_store: SqlStore) -> None:
     store = sqlite_store
     draft = await _item(store, title="<i>草稿</i>")

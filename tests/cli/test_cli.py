@@ -323,3 +323,37 @@ async def test_backup_then_restore_into_a_fresh_store(site: Path, tmp_path: Path
     assert await stored_items(fresh) == original
     # not over a store that has items
     one_line_error(cli(fresh, "restore", str(archive)), "--force")
+
+
+# -- characters a text may not hold ----------------------------------------------------------
+
+
+async def test_control_characters_are_removed_from_imports_and_refused_in_names(
+    tmp_path: Path,
+) -> None:
+    cfg = make_site(tmp_path / "clean-site")
+    ok(cli(cfg, "db", "upgrade"))
+    old = tmp_path / "old.json"
+    old.write_text(
+        json.dumps(
+            {
+                "title": "旧\x0b通知",
+                "body": "正文\x1b。",
+                "category": "qt",
+                "written_at": "2014-05-05",
+            }
+        ),
+        encoding="utf-8",
+    )
+    imported, refused = parallel(
+        lambda: cli(cfg, "import", str(old)),
+        lambda: cli(cfg, "user", "add", "al\u200bice", "--role", "editor"),
+    )
+    assert "1 imported, 0 skipped" in ok(imported).stdout
+    assert imported.stderr.splitlines() == [
+        f"warning: {old} record 1: title: removed U+000B",
+        f"warning: {old} record 1: body: removed U+001B",
+    ]
+    [(_, _, _, title)] = await stored_items(cfg)
+    assert title == "旧通知"
+    one_line_error(refused, "user name", "U+200B")

@@ -651,3 +651,52 @@ async def test_personal_data_acknowledgement_must_be_a_real_boolean(api: Api) ->
         json={"acknowledge_personal_data": True},
     )
     assert status == 200 and body["status"] == "published"
+
+
+# -- characters XML cannot hold (they broke every feed build): refused, field named -----------
+
+BAD_CHARACTERS = ["\x0b", "\x1b", "\ufffe", "\ud800"]
+INVISIBLE_IN_TITLES = ["\u202e", "\u2066", "\u200b", "\ufeff"]
+
+
+async def test_control_characters_are_422_naming_the_field(any_api: Api) -> None:
+    api = any_api
+    status, item, headers = await api.call("POST", "/api/v1/items", json=item_fields())
+    assert status == 201
+    etag = headers["ETag"]
+    cases = [
+        (field, ch) for ch in BAD_CHARACTERS for field in ("title", "summary", "body", "doc_no")
+    ]
+    cases += [("title", ch) for ch in INVISIBLE_IN_TITLES]
+    for field, ch in cases:
+        text = f"上余镇{ch}通知"
+        status, body, headers = await api.call(
+            "POST", "/api/v1/items", json=item_fields(**{field: text})
+        )
+        assert_problem(status, body, headers, 422, field, f"U+{ord(ch):04X}")
+        assert body["errors"][0]["field"] == field
+        status, body, headers = await api.call(
+            "PATCH", f"/api/v1/items/{item['id']}", json={field: text}, headers={"If-Match": etag}
+        )
+        assert_problem(status, body, headers, 422, field, f"U+{ord(ch):04X}")
+    status, body, headers = await api.call(
+        "PATCH",
+        f"/api/v1/items/{item['id']}",
+        json={"body": "正文\u202e。"},  # a body may mix scripts: only titles refuse these
+        headers={"If-Match": etag},
+    )
+    assert status == 200, body
+    etag = headers["ETag"]
+    status, body, _ = await api.call("GET", "/api/v1/items", who="bob")
+    assert status == 200 and body["total"] == 1
+    status, body, _ = await api.call("GET", f"/api/v1/items/{item['id']}")
+    assert body["title"] == item["title"] and body["body"] == "正文\u202e。"
+
+    # reasons: refused before the item moves
+    assert (await api.call("POST", f"/api/v1/items/{item['id']}/submit"))[0] == 200
+    status, body, headers = await api.call(
+        "POST", f"/api/v1/items/{item['id']}/reject", who="bob", json={"reason": "不行\x0b"}
+    )
+    assert_problem(status, body, headers, 422, "reason", "U+000B")
+    status, body, _ = await api.call("GET", f"/api/v1/items/{item['id']}")
+    assert body["status"] == "in_review"

@@ -198,6 +198,8 @@ async def test_admin_adds_and_edits_bad_input_writes_nothing(boards_ui: Any) -> 
             ({"name": ""}, "公开栏名称"),
             ({"name": "南村"}, "南村"),  # taken
             ({"location": "门\x00口"}, "位置"),
+            ({"name": "北村\u202e"}, "含有无法保存的控制字符或不可见字符（U+202E）"),
+            ({"location": "村委会\x0b门口"}, "含有无法保存的控制字符或不可见字符（U+000B）"),
         ]
         for change, shown in bad:
             status, html, _ = await root.post("/staff/boards/new", {**good, **change})

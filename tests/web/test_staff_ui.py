@@ -388,3 +388,54 @@ async def test_a_role_change_through_the_store_ends_the_session(ui: Any) -> None
     async with store.read() as conn:
         left = await conn.scalar(sa.select(sa.func.count()).select_from(t.staff_sessions))
     assert left == 0
+
+
+async def test_control_characters_in_a_form_are_a_chinese_error(ui: Any) -> None:
+    client, store = ui
+    b = Browser(client)
+    await b.login("alice")
+    for field, text in (("title", "通知\x0b标题"), ("title", "通知\u202e"), ("body", "正文\x1b")):
+        status, html, _ = await b.post(
+            "/staff/items/new", {**form(**{field: text}), "action": "save"}
+        )
+        assert status == 422, html
+        assert f'href="#{field}"' in html
+        assert "含有无法保存的控制字符或不可见字符" in html and "U+" in html
+    assert (await store.list_items(ItemQuery()))[1] == 0
+
+    # a reason for a rejection: the same words, and the item stays in review
+    status, html, _ = await b.post("/staff/items/new", {**form(), "action": "submit"})
+    assert status == 303, html
+    items, _ = await store.list_items(ItemQuery())
+    bob = await new_browser(client)
+    async with bob.client:
+        await bob.login("bob")
+        status, html, _ = await bob.post(
+            f"/staff/items/{items[0].id}/reject", {"reason": "不符合\x0b要求"}
+        )
+        assert status == 422 and "理由含有无法保存的控制字符" in html, html
+    assert (await store.get_item(items[0].id)).status.value == "in_review"
+
+
+async def test_old_text_with_control_characters_is_mended_by_saving_the_form(ui: Any) -> None:
+    client, store = ui
+    b = Browser(client)
+    await b.login("alice")
+    status, _, _ = await b.post("/staff/items/new", {**form(), "action": "save"})
+    assert status == 303
+    items, _ = await store.list_items(ItemQuery())
+    item = items[0]
+    async with store.write() as conn:  # old data, from before the store refused it
+        await conn.execute(
+            t.revisions.update()
+            .where(t.revisions.c.item_id == item.id)
+            .values(title="关于冬季\x0b农田水利建设的通知")
+        )
+    status, html, _ = await b.get(f"/staff/items/{item.id}/edit")
+    assert status == 200 and "\x0b" not in html and 'value="关于冬季农田水利建设的通知"' in html
+    status, html, _ = await b.post(
+        f"/staff/items/{item.id}/edit",
+        {**form(), "version": str((await store.get_item(item.id)).version), "action": "save"},
+    )
+    assert status == 303, html
+    assert (await store.get_item(item.id)).content.title == "关于冬季农田水利建设的通知"

@@ -33,9 +33,17 @@ from publisher.boards import (
     Boards,
     parse_board,
 )
-from publisher.errors import Conflict, Forbidden, ItemNotFound, NotFound, ValidationFailed
+from publisher.errors import (
+    Conflict,
+    Forbidden,
+    ItemNotFound,
+    NotFound,
+    PublisherError,
+    ValidationFailed,
+)
 from publisher.models import Role
 from publisher.packs import PackNotReady
+from publisher.textclean import ForbiddenCharacters
 from publisher.web.boards import _number, _pdf_response
 from publisher.web.keys import CONFIG, STORE
 from publisher.web.problems import read_form
@@ -44,7 +52,7 @@ from publisher.web.ui.admin import _check_admin
 from publisher.web.ui.compose import _staff
 from publisher.web.ui.render import gettext_for, render
 from publisher.web.ui.session import current_session
-from publisher.web.ui.views import N_
+from publisher.web.ui.views import N_, forbidden_characters
 
 routes = web.RouteTableDef()
 log = logging.getLogger("publisher.web.ui.boards")
@@ -295,14 +303,16 @@ def _data(values: dict[str, Any], form: MultiDictProxy[Any], *, new: bool) -> di
     return data
 
 
-def _message(request: web.Request, detail: str) -> str:
+def _message(request: web.Request, exc: PublisherError) -> str:
     """The core's "field: message" with the field as the form labels it."""
     tr = gettext_for(request).gettext
-    field, sep, rest = detail.partition(": ")
+    field, sep, rest = exc.detail.partition(": ")
     base = field.split(".")[0]
+    if isinstance(exc, ForbiddenCharacters):
+        rest = forbidden_characters(request, exc.characters)
     if sep and base in FIELD_LABELS:
         return f"{tr(FIELD_LABELS[base])}: {rest}"
-    return detail
+    return f"{field}: {rest}" if isinstance(exc, ForbiddenCharacters) else exc.detail
 
 
 @routes.get("/staff/boards/new")
@@ -324,7 +334,7 @@ async def add_board(request: web.Request) -> web.StreamResponse:
             request,
             board=None,
             values=values,
-            error=_message(request, exc.detail),
+            error=_message(request, exc),
             status=exc.status,
         )
     log.info("board %d (%s) added by %s", board.id, board.name, current_session(request).user.name)
@@ -353,7 +363,7 @@ async def edit_board(request: web.Request) -> web.StreamResponse:
             request,
             board=board,
             values=values,
-            error=_message(request, exc.detail),
+            error=_message(request, exc),
             status=exc.status,
         )
     log.info("board %d (%s) edited by %s", board.id, board.name, current_session(request).user.name)

@@ -18,6 +18,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 from pydantic import ValidationError
 
+from publisher import textclean
 from publisher.config import Config
 from publisher.content import ItemCreate, ItemPatch, changes_from, content_from
 from publisher.errors import Forbidden, PublisherError, ValidationFailed
@@ -138,6 +139,10 @@ def form_from_item(request: web.Request, item: Item) -> FormState:
         "expires_at": views.local_input(request, c.expires_at),
         "correction_note": rev.correction_note or "",
     }
+    # text stored before the store refused control characters: the form shows it without
+    # them (a person cannot see them to delete them), so saving the form mends the item
+    for name, value in values.items():
+        values[name] = textclean.clean(value, line=name in ItemPatch.line_fields)[0]
     related = [(r.item_id, r.kind.value) for r in c.related]
     related += [("", "see-also")] * max(1, RELATED_ROWS - len(related))
     return FormState(values, [ch.value for ch in c.channels], c.urgent, related)
@@ -195,12 +200,18 @@ def _payload(state: FormState) -> dict[str, Any]:
     return data
 
 
-def _record_errors(state: FormState, exc: Exception) -> None:
+def _record_errors(request: web.Request, state: FormState, exc: Exception) -> None:
     if isinstance(exc, ValidationError):
         for err in exc.errors():
             loc = err["loc"]
             name = str(loc[0]) if loc else "form"
-            state.errors.setdefault(name, err["msg"].removeprefix("Value error, "))
+            if err["type"] == textclean.ERROR_TYPE:
+                msg = views.forbidden_characters(request, str(err.get("ctx", {})["characters"]))
+            else:
+                msg = err["msg"].removeprefix("Value error, ")
+            state.errors.setdefault(name, msg)
+    elif isinstance(exc, textclean.ForbiddenCharacters) and exc.field in FIELD_LABELS:
+        state.errors.setdefault(exc.field, views.forbidden_characters(request, exc.characters))
     elif isinstance(exc, PublisherError):
         name, sep, message = exc.detail.partition(": ")
         if sep and name in FIELD_LABELS:
@@ -220,7 +231,7 @@ async def content_of(request: web.Request, state: FormState) -> Content | None:
         payload = ItemCreate.model_validate({**_payload(state), "related": related})
         content = content_from(payload, config)
     except (ValidationError, PublisherError) as exc:
-        _record_errors(state, exc)
+        _record_errors(request, state, exc)
         return None
     return None if state.errors else content
 
@@ -376,7 +387,7 @@ async def _save(request: web.Request, item: Item | None) -> web.StreamResponse:
                 await scheduler.wake()
             raise web.HTTPSeeOther(f"{_staff(request)}/items/{saved.id}?submitted=1")
     except (ValidationFailed, ValidationError) as exc:
-        _record_errors(state, exc)
+        _record_errors(request, state, exc)
         return _compose_page(request, state, item=item, status=422)
     except PublisherError as exc:
         state.errors["form"] = exc.detail

@@ -89,7 +89,7 @@ async def attention_rows(request: web.Request, item: Item) -> list[dict[str, Any
             "channel": views.channel_label(request, r.channel),
             "target": labels[r.target],
             "state": views.state_label(request, r.state),
-            "reason": r.reason or "",
+            "reason": views.reason_label(request, r.reason),
             "error": (r.last_error or "")[:200],
             "attempts": r.attempts,
             "due": views.local_time(request, r.due_at),

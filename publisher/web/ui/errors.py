@@ -8,6 +8,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from publisher.errors import PublisherError
+from publisher.textclean import ForbiddenCharacters
 from publisher.web.problems import Handler
 from publisher.web.ui.session import STAFF_PREFIX
 
@@ -41,6 +42,11 @@ async def ui_error_middleware(request: web.Request, handler: Handler) -> web.Str
                 request, 413, _("Too large"), _("What you sent is larger than allowed.")
             )
         return error_page(request, exc.status, exc.reason, _("The request could not be handled."))
+    except ForbiddenCharacters as exc:
+        from publisher.web.ui.views import forbidden_characters
+
+        detail = forbidden_characters(request, exc.characters, exc.field)
+        return error_page(request, exc.status, _("Cannot do that"), detail)
     except PublisherError as exc:
         heading = {
             401: _("Please log in"),

@@ -12,6 +12,7 @@ from publisher.models import Action, Channel, Item, Revision, Role
 from publisher.pii import PiiKind
 from publisher.store.sql import Actor, PersonalDataNotAcknowledged, scan_revision
 from publisher.text import render_body
+from publisher.textclean import ForbiddenCharacters
 from publisher.web.keys import CONFIG, SCHEDULER, STORE, WORKER
 from publisher.web.problems import read_form
 from publisher.web.ui import views
@@ -194,6 +195,9 @@ async def reject(request: web.Request) -> web.StreamResponse:
         await request.app[STORE].transition(
             item.id, Action.REJECT, actor=_actor(request), reason=reason
         )
+    except ForbiddenCharacters as exc:
+        error = views.forbidden_characters(request, exc.characters, exc.field)
+        return await _review_page(request, item, error=error, status=422)
     except PublisherError as exc:
         return await _review_page(request, item, error=exc.detail, status=exc.status)
     raise web.HTTPSeeOther(f"{_staff(request)}/items/{item.id}?rejected=1")

@@ -21,6 +21,25 @@ def N_(message: str) -> str:
     return message
 
 
+#: labels of the fields a ForbiddenCharacters error outside the item form may name
+FIELD_NAMES: Mapping[str, str] = {"reason": N_("Reason"), "user name": N_("User name")}
+
+
+def forbidden_characters(request: web.Request, characters: str, field: str | None = None) -> str:
+    """What a page says about a text holding characters it may not (publisher.textclean):
+    after the field's label on a form, or naming the field (`field`) on its own."""
+    _ = gettext_for(request).gettext
+    if field is None:
+        return _(
+            "contains a control or invisible character that cannot be saved (%(chars)s); "
+            "remove it and try again"
+        ) % {"chars": characters}
+    return _(
+        "%(field)s contains a control or invisible character that cannot be saved "
+        "(%(chars)s); remove it and try again"
+    ) % {"field": _(FIELD_NAMES[field]) if field in FIELD_NAMES else field, "chars": characters}
+
+
 STATUS_LABELS: Mapping[ItemStatus, str] = {
     ItemStatus.DRAFT: N_("Draft"),
     ItemStatus.IN_REVIEW: N_("In review"),
@@ -85,6 +104,20 @@ def channel_label(request: web.Request, channel: Channel | str) -> str:
 def state_label(request: web.Request, state: str) -> str:
     label = STATE_LABELS.get(state)
     return tr(request, label) if label else state
+
+
+#: delivery reasons staff should read in words (the others show as their code)
+REASON_LABELS: Mapping[str, str] = {
+    "entry_left_out": N_(
+        "Left out of the feeds: the text holds a character that cannot be published; "
+        "edit the item to remove it"
+    ),
+}
+
+
+def reason_label(request: web.Request, reason: str | None) -> str:
+    label = REASON_LABELS.get(reason or "")
+    return tr(request, label) if label else reason or ""
 
 
 def local_time(request: web.Request, value: datetime | None) -> str:
