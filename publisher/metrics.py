@@ -55,7 +55,6 @@ class Metrics:
             ["channel"],
             registry=self.registry,
         )
-
         self.turn_failures = Counter(
             "publisher_worker_turn_failures",
             "Delivery turns (one database transaction) that failed, by channel",
@@ -73,15 +72,15 @@ class Metrics:
             registry=self.registry,
         )
 
-    def turn_failed(self, channel: str) -> None:
-        self.turn_failures.labels(channel).inc()
-
         self.feed_entries_left_out = Gauge(
             "publisher_feed_entries_left_out",
             "Entries the latest pass of a feed left out (they cannot be written as XML)",
             ["feed"],
             registry=self.registry,
         )
+
+    def turn_failed(self, channel: str) -> None:
+        self.turn_failures.labels(channel).inc()
 
     def feed_left_out(self, feed: str, n: int) -> None:
         self.feed_entries_left_out.labels(feed).set(n)
