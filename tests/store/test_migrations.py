@@ -118,7 +118,7 @@ async def test_each_migration_upgrades_a_store_with_data_and_downgrades_cleanly(
         async with store.engine.connect() as conn:
             assert await conn.run_sync(_titles, item.id) == [item.content.title]
     # an item written before bodies had a format was rendered as Markdown, and keeps that
-    # rendering (0011): nothing published changes silently
+    # rendering (0012): nothing published changes silently
     assert (await store.get_item(item.id)).content == replace(
         item.content, body_format=BodyFormat.MARKDOWN
     )
@@ -127,7 +127,7 @@ async def test_each_migration_upgrades_a_store_with_data_and_downgrades_cleanly(
 
 
 async def test_imported_items_become_plain_text_and_the_rest_keep_markdown(store):
-    """0011: archival imports are official plain text (their numbering must stay as
+    """0012: archival imports are official plain text (their numbering must stay as
     written); items composed here before the change keep their Markdown rendering."""
     written = await store.create_item(_content(store), actor=EDITOR)
     imported = await store.create_item(_content(store), actor=EDITOR)
@@ -136,8 +136,8 @@ async def test_imported_items_become_plain_text_and_the_rest_keep_markdown(store
             sa.text("UPDATE items SET imported = :yes WHERE id = :id"),
             {"yes": True, "id": imported.id},
         )
-        await conn.run_sync(_command, "downgrade", "0010")
-        await conn.run_sync(_command, "upgrade", "0011")
+        await conn.run_sync(_command, "downgrade", "0011")
+        await conn.run_sync(_command, "upgrade", "0012")
     assert (await store.get_item(written.id)).content.body_format is BodyFormat.MARKDOWN
     assert (await store.get_item(imported.id)).content.body_format is BodyFormat.TEXT
     # and a new item is plain text unless its author chooses Markdown

@@ -5,8 +5,8 @@ in plain text (their numbering was being renumbered), so they become `text`; ite
 written here keep `markdown`, so nothing published changes its rendering silently.
 New revisions default to `text`.
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-03 19:00:00.000000
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0011'
-down_revision = '0010'
+revision = '0012'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 

@@ -4,8 +4,8 @@ Withdrawal and expiry are final on every path: a worker's claim skips a row that
 publishes an item which has since been taken down. The flag says which rows carry
 an item's text (as opposed to its retraction, a digest or a message).
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-03 18:30:00.000000
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0010'
-down_revision = '0009'
+revision = '0011'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 
