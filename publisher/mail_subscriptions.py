@@ -7,7 +7,8 @@
   and the answer is the same whether or not the address is subscribed already.
 - `confirm` subscribes with the consent recorded: method `email_confirmed`, the words
   shown on the confirmation page, the client's network, and when.
-- `update` / `leave` act on the subscriber a signed manage or unsubscribe link names.
+- `update` / `leave` act on the subscriber a signed manage or unsubscribe link names,
+  checked against that subscriber's link nonce.
 """
 
 from __future__ import annotations
@@ -137,14 +138,18 @@ class EmailSubscriptions:
     # -- managing and leaving ---------------------------------------------------------------------
 
     async def by_token(self, purpose: LinkPurpose, token: str) -> Recipient:
-        """The subscriber a manage / unsubscribe link names (BadToken, or NotFound once erased)."""
-        rid = self.links.recipient_id(purpose, token)
+        """The subscriber a manage / unsubscribe link was made for (BadToken if malformed;
+        NotFound if it is not signed for `purpose` and that subscriber's link nonce, which
+        is the case once the subscriber is erased)."""
+        rid = self.links.recipient_id(token)
         r = t.recipients
         async with self.store.read() as conn:
             row = (
                 await conn.execute(sa.select(r).where(r.c.id == rid, r.c.channel == CHANNEL))
             ).first()
-        if row is None:
+        if row is None or not self.links.matches(
+            purpose, token, row.link_nonce, legacy=bool(row.legacy_links)
+        ):
             raise NotFound("no such subscription")
         return self.recipients._recipient(row)
 

@@ -6,7 +6,7 @@ of these primitives.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -51,6 +51,10 @@ class Recipient:
     status: RecipientStatus
     frequency: Frequency
     created_at: datetime
+    #: signs this subscription's unsubscribe and manage links (publisher.mail_links)
+    link_nonce: str = field(default="", repr=False)
+    #: links signed before 0010 (over the id alone) are still good for this subscriber
+    legacy_links: bool = field(default=False, repr=False)
 
     @property
     def masked(self) -> str:
@@ -162,6 +166,8 @@ class Recipients:
             status=RecipientStatus(row.status),
             frequency=Frequency(row.frequency),
             created_at=row.created_at,
+            link_nonce=row.link_nonce,
+            legacy_links=bool(row.legacy_links),
         )
 
     async def unsubscribe(self, channel: str, address: str, how: str) -> None:
@@ -427,6 +433,43 @@ async def import_subscribers(
             )
             added += len(ids)
     return added
+
+
+async def keep_recipient_ids_unused(conn: Any) -> None:
+    """Move the subscriber id sequence past every id ever used, erased ones included (the
+    ledger still names them, "r:<id>"), so none is given again: after a restore, which
+    writes the rows with their ids (and would leave the sequence at the highest row)."""
+    highest = await conn.scalar(
+        sa.text(
+            "SELECT MAX(n) FROM ("
+            " SELECT MAX(id) AS n FROM recipients"
+            " UNION ALL SELECT MAX(recipient_id) FROM consents"
+            " UNION ALL SELECT MAX(CAST(SUBSTR(target, 3) AS INTEGER)) FROM deliveries"
+            "  WHERE target LIKE 'r:%'"
+            ") AS used"
+        )
+    )
+    if not highest:
+        return
+    if conn.dialect.name == "sqlite":
+        seq = await conn.scalar(
+            sa.text("SELECT seq FROM sqlite_sequence WHERE name = 'recipients'")
+        )
+        if seq is None:
+            await conn.execute(
+                sa.text("INSERT INTO sqlite_sequence (name, seq) VALUES ('recipients', :n)"),
+                {"n": int(highest)},
+            )
+        elif seq < highest:
+            await conn.execute(
+                sa.text("UPDATE sqlite_sequence SET seq = :n WHERE name = 'recipients'"),
+                {"n": int(highest)},
+            )
+        return
+    name = await conn.scalar(sa.text("SELECT pg_get_serial_sequence('recipients', 'id')"))
+    last = await conn.scalar(sa.text(f"SELECT last_value FROM {name}"))
+    if last is None or last <= highest:
+        await conn.execute(sa.text("SELECT setval(:seq, :n)"), {"seq": name, "n": int(highest)})
 
 
 def _by_address(channel: str, address_hash: str) -> sa.ColumnElement[bool]:

@@ -127,8 +127,8 @@ def _here(request: web.Request) -> str:
     return url_prefix(request.app[CONFIG]) + request.path
 
 
-def _manage_url(request: web.Request, flow: EmailSubscriptions, recipient_id: int) -> str:
-    token = flow.links.token(LinkPurpose.MANAGE, recipient_id)
+def _manage_url(request: web.Request, flow: EmailSubscriptions, recipient: Recipient) -> str:
+    token = flow.links.token(LinkPurpose.MANAGE, recipient.id, recipient.link_nonce)
     return f"{url_prefix(request.app[CONFIG])}/subscribe/manage/{token}"
 
 
@@ -173,7 +173,7 @@ async def confirm(request: web.Request) -> web.Response:
             f"{recipient.masked} 已订阅{category_names(config, recipient.categories)}"
             f"（{FREQUENCY_NAMES[recipient.frequency]}）。每封邮件底部都有退订链接。"
         ),
-        manage_url=_manage_url(request, flow, recipient.id),
+        manage_url=_manage_url(request, flow, recipient),
     )
 
 
