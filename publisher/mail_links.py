@@ -11,7 +11,9 @@
 - Confirmation links carry the whole request (address, categories, frequency, when it
   expires) sealed with AES-GCM: nothing is stored until the resident confirms, the
   address is not readable in the URL (proxies log URLs), and any change to the token
-  makes it fail to open.
+  makes it fail to open. Being stateless, they are checked against the store too
+  (publisher.mail_subscriptions): used once only, and never after the address last
+  left or was erased (RevokedToken).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import os
 import re
 import time
@@ -49,6 +52,11 @@ class BadToken(ValueError):
 
 class ExpiredToken(ValueError):
     """A genuine confirmation token whose time is up."""
+
+
+class RevokedToken(ValueError):
+    """A genuine confirmation token that was used already, or was issued before the
+    address last unsubscribed or was erased."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +142,8 @@ class MailLinks:
                 "c": list(categories),
                 "f": frequency,
                 "e": int(now + ttl_seconds),
-                "i": int(now),
+                # to the millisecond, rounded down: a link asked for just after leaving works
+                "i": math.floor(now * 1000) / 1000,
             },
             separators=(",", ":"),
             ensure_ascii=False,

@@ -6,6 +6,7 @@ of these primitives.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -53,7 +54,7 @@ class Recipient:
     created_at: datetime
     #: signs this subscription's unsubscribe and manage links (publisher.mail_links)
     link_nonce: str = field(default="", repr=False)
-    #: links signed before 0010 (over the id alone) are still good for this subscriber
+    #: links signed over the id alone (before 0010) are still good for this subscriber
     legacy_links: bool = field(default=False, repr=False)
 
     @property
@@ -84,18 +85,22 @@ class Recipients:
         categories: list[str] | None = None,
         frequency: Frequency = Frequency.IMMEDIATE,
         status: RecipientStatus = RecipientStatus.ACTIVE,
+        guard: Callable[[Any, str], Awaitable[None]] | None = None,
     ) -> Recipient:
         """Add or re-activate a subscriber, recording the consent in the same transaction.
 
         A suppressed address stays suppressed unless the new consent was given
         from the address itself (VERIFIED_METHODS): a staff import or a list can
-        never bring back a resident who opted out or was erased.
+        never bring back a resident who opted out or was erased. `guard(conn,
+        address_hash)` runs first in that transaction; what it raises subscribes nobody.
         """
         cats = sorted(set(categories or []))
         self._check_categories(cats)
         addr, h = self._norm(channel, address)
         now = utcnow()
         async with self.store.write() as conn:
+            if guard is not None:
+                await guard(conn, h)
             row = await _find(conn, channel, h)
             suppressed = await conn.scalar(
                 sa.select(t.suppressions.c.reason).where(
@@ -187,7 +192,14 @@ class Recipients:
                     .where(t.consents.c.recipient_id == rid, t.consents.c.ended_at.is_(None))
                     .values(ended_at=now, ended_how=how)
                 )
+            # a code or confirmation link asked for before leaving cannot bring them back
+            await conn.execute(
+                t.verifications.delete().where(
+                    t.verifications.c.channel == channel, t.verifications.c.address_hash == h
+                )
+            )
             await self._suppress(conn, channel, h, "opted_out", now)
+            await raise_confirm_floor(conn, channel, h, now)
 
     async def suppress(self, channel: str, address: str, reason: str) -> None:
         _, h = self._norm(channel, address)
@@ -199,6 +211,7 @@ class Recipients:
                 .values(status=RecipientStatus.SUPPRESSED.value, updated_at=now)
             )
             await self._suppress(conn, channel, h, reason, now)
+            await raise_confirm_floor(conn, channel, h, now)
 
     async def _suppress(self, conn: Any, channel: str, h: str, reason: str, now: datetime) -> None:
         exists = await conn.scalar(
@@ -336,6 +349,8 @@ class Recipients:
                     await conn.execute(
                         table.delete().where(table.c.channel == channel, table.c.address_hash == h)
                     )
+                # and no confirmation link sent before today can bring the address back
+                await raise_confirm_floor(conn, channel, h, now)
                 rid = await _find_id(conn, channel, h)
                 if rid is None:
                     continue
@@ -433,6 +448,16 @@ async def import_subscribers(
             )
             added += len(ids)
     return added
+
+
+async def raise_confirm_floor(conn: Any, channel: str, address_hash: str, now: datetime) -> None:
+    """Refuse, from now on, every confirmation link issued for the address until `now`."""
+    values = {"not_before": now}
+    await conn.execute(
+        insert_for(conn)(t.confirm_floors)
+        .values(channel=channel, address_hash=address_hash, **values)
+        .on_conflict_do_update(index_elements=["channel", "address_hash"], set_=values)
+    )
 
 
 async def keep_recipient_ids_unused(conn: Any) -> None:
