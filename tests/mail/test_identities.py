@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,9 +14,10 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
+from publisher.backup import backup, restore
 from publisher.errors import NotFound
 from publisher.mail_links import LinkPurpose, MailLinks
-from publisher.recipients import Consent, Recipients, RecipientStatus
+from publisher.recipients import Consent, Recipients, RecipientStatus, import_subscribers
 from publisher.store import schema as t
 from publisher.store import upgrade
 from publisher.store.sql import SqlStore
@@ -24,6 +26,7 @@ from tests.engine.helpers import api_on, eventually, running, wait_channel_settl
 from tests.mail.conftest import SmtpSink
 from tests.mail.test_channel import email_item
 from tests.mail.test_subscribe import consents
+from tests.store.test_backup import fresh_store
 from tests.store.test_migrations import _alembic
 
 FIRST = "first@example.org"
@@ -261,6 +264,12 @@ def _seed_0009(connection: sa.Connection) -> None:
                 recipient_id=rid, given_at=at, method="email_confirmed", text="同意"
             )
         )
+    suppressions = sa.Table("suppressions", old, autoload_with=connection)
+    connection.execute(  # an erased address
+        suppressions.insert().values(
+            channel="email", address_hash="e" * 64, reason="erased", created_at=day
+        )
+    )
     for subject, target, n in (("event:1", "r:3", 3), ("event:1", "r:5", 3), ("event:2", "r:1", 4)):
         at = day + timedelta(days=n)
         connection.execute(
@@ -275,7 +284,8 @@ def _after(connection: sa.Connection) -> dict[str, Any]:
     rows = connection.execute(sa.select(t.recipients).order_by(t.recipients.c.id)).all()
     indexes = {i["name"] for i in sa.inspect(connection).get_indexes("recipients")}
     kept = connection.execute(sa.select(t.consents.c.recipient_id)).scalars().all()
-    return {"rows": rows, "indexes": indexes, "consents": sorted(kept)}
+    floors = connection.execute(sa.select(t.confirm_floors.c.address_hash)).scalars().all()
+    return {"rows": rows, "indexes": indexes, "consents": sorted(kept), "floors": sorted(floors)}
 
 
 async def test_the_migration_keeps_subscribers_and_never_reuses_an_id(store: SqlStore) -> None:
@@ -290,6 +300,8 @@ async def test_the_migration_keeps_subscribers_and_never_reuses_an_id(store: Sql
     assert [r.id for r in rows] == [1, 2, 3]
     assert after["consents"] == [1, 2, 3]
     assert "ix_recipients_channel_status" in after["indexes"]
+    # confirmation links issued before the upgrade no longer bring back a known address
+    assert after["floors"] == sorted([f"{rid:064d}" for rid in (1, 2, 3)] + ["e" * 64])
     assert len({r.link_nonce for r in rows}) == 3 and all(len(r.link_nonce) == 22 for r in rows)
     # old links (over the id alone) stay good where the id never named anyone else
     assert [bool(r.legacy_links) for r in rows] == [True, True, False]
@@ -306,3 +318,42 @@ async def test_the_migration_keeps_subscribers_and_never_reuses_an_id(store: Sql
     await Recipients(store).erase(FIRST)
     again = await Recipients(store).subscribe("email", SECOND, CONFIRMED)
     assert again.id == 7
+
+
+# -- a restore ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", BACKENDS)
+async def test_a_restored_store_never_gives_an_erased_subscribers_id_again(
+    store: SqlStore, tmp_path: Path, target: str
+) -> None:
+    recipients = Recipients(store)
+    await recipients.subscribe("email", FIRST, CONFIRMED)
+    second = await recipients.subscribe("email", SECOND, CONFIRMED)
+    now = datetime.now(UTC)
+    async with store.write() as conn:  # the ledger remembers a mail to the second
+        await conn.execute(
+            t.deliveries.insert().values(
+                subject="event:1", channel="email", target=f"r:{second.id}", state="sent",
+                priority=0, bypass_quiet=False, attempts=1, due_at=now, created_at=now,
+                updated_at=now,
+            )
+        )  # fmt: skip
+    await recipients.erase(SECOND)
+    archive = tmp_path / "backup.tar.gz"
+    await backup(store, archive)
+    async with fresh_store(target, tmp_path / "restored") as fresh:
+        await restore(fresh, archive)
+        third = await Recipients(fresh).subscribe("email", THIRD, CONFIRMED)
+        assert third.id > second.id
+
+
+async def test_every_subscriber_gets_a_link_nonce_of_its_own(store: SqlStore) -> None:
+    """Imports (many rows in one statement) too."""
+    recipients = Recipients(store)
+    addresses = [f"r{i}@example.org" for i in range(5)]
+    assert await import_subscribers(recipients, "email", addresses, CONFIRMED) == 5
+    await recipients.subscribe("email", FIRST, CONFIRMED)
+    async with store.read() as conn:
+        nonces = (await conn.execute(sa.select(t.recipients.c.link_nonce))).scalars().all()
+    assert len(nonces) == len(set(nonces)) == 6 and all(len(n) == 22 for n in nonces)

@@ -8,7 +8,9 @@ confirmation links refused after leaving and after their first use
   sequence starts past every id ever used (rows, consents, ledger targets "r:<id>"),
   so the id of an erased subscriber is never given again. PostgreSQL already has a
   serial (a sequence never goes back); it is moved past those ids too.
-- confirm_floors, used_confirmations: see publisher.store.schema.
+- confirm_floors, used_confirmations: see publisher.store.schema. Every email address
+  already known (a subscriber or a suppression) gets a floor of now: a confirmation
+  link issued before this revision cannot bring back one that left or was erased.
 
 Revision ID: 0010
 Revises: 0009
@@ -18,6 +20,7 @@ Create Date: 2026-12-03 18:30:00.000000
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -146,6 +149,27 @@ def upgrade() -> None:
         ),
         {"no": False},
     )
+    # confirmation links issued before today know nothing of the addresses that left or
+    # were erased since: those of any address already known are refused from now on
+    known = bind.exec_driver_sql(
+        "SELECT address_hash FROM recipients WHERE channel = 'email'"
+        " UNION SELECT address_hash FROM suppressions WHERE channel = 'email'"
+    ).scalars().all()
+    floors = sa.table(
+        'confirm_floors',
+        sa.column('channel', sa.String()),
+        sa.column('address_hash', sa.String()),
+        sa.column('not_before', publisher.store.schema.UTCDateTime()),
+    )
+    now = datetime.now(UTC)
+    for start in range(0, len(known), 1000):
+        bind.execute(
+            floors.insert(),
+            [
+                {"channel": "email", "address_hash": h, "not_before": now}
+                for h in known[start : start + 1000]
+            ],
+        )
     highest = _highest_id_used(bind)
     if sqlite:
         _rebuild_sqlite(bind, _recipients(new=True), _NEW_COLUMNS)
