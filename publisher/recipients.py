@@ -349,7 +349,7 @@ class Recipients:
                     await conn.execute(
                         table.delete().where(table.c.channel == channel, table.c.address_hash == h)
                     )
-                # and no confirmation link sent before today can bring the address back
+                # and no confirmation link sent before now can bring the address back
                 await raise_confirm_floor(conn, channel, h, now)
                 rid = await _find_id(conn, channel, h)
                 if rid is None:
