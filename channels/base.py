@@ -141,6 +141,8 @@ class Target:
     address: str
     name: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
+    #: a subscriber's link nonce: what its unsubscribe / manage links are signed over
+    link_nonce: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -590,7 +590,9 @@ class MailChannel(ChannelAdapter):
         if prepared.listed and target.key.startswith("r:"):
             links = self.links()
             rid = int(target.key[2:])
-            unsubscribe, manage = links.unsubscribe_url(rid), links.manage_url(rid)
+            # no nonce (a preview): links that work for nobody
+            nonce = target.link_nonce
+            unsubscribe, manage = links.unsubscribe_url(rid, nonce), links.manage_url(rid, nonce)
         msg_id = message_id(subject.key, target.key, self.domain)
         body = assemble(
             prepared,

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from publisher import __version__
 from publisher.errors import Conflict, ValidationFailed
+from publisher.recipients import keep_recipient_ids_unused
 from publisher.store import current_revision
 from publisher.store import schema as t
 from publisher.store.sql import SqlStore, attachment_path
@@ -177,6 +178,7 @@ async def restore(
                                 f"COALESCE((SELECT MAX(id) FROM {table.name}), 0) + 1, false)"
                             )
                         )
+            await keep_recipient_ids_unused(conn)
     return counts
 
 

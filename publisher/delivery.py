@@ -687,7 +687,12 @@ class DeliveryWorker:
                     if stored.status == RecipientStatus.UNSUBSCRIBED.value
                     else stored.status
                 )
-            return Target(row.target, row.channel, self.box.open(stored.address_enc))
+            return Target(
+                row.target,
+                row.channel,
+                self.box.open(stored.address_enc),
+                link_nonce=stored.link_nonce,
+            )
         if row.target.startswith("m:"):  # a transactional message to one address
             return Target(row.target, row.channel, self.box.open(stored.address_enc))
         if not stored.enabled:

@@ -890,7 +890,7 @@ def target_rows(conn: sa.Connection, keys: list[str]) -> dict[str, Any]:
             out[f"m:{m.id}"] = m
     if rids:
         for r in sql.execute(
-            "SELECT r.id, r.address_enc, r.status, s.reason FROM recipients r "
+            "SELECT r.id, r.address_enc, r.status, s.reason, r.link_nonce FROM recipients r "
             "LEFT JOIN suppressions s ON s.channel = r.channel "
             f"AND s.address_hash = r.address_hash WHERE r.id IN ({sql.marks(len(rids))})",
             rids,
@@ -912,6 +912,7 @@ class RecipientRow(NamedTuple):
     address_enc: str
     status: str
     reason: str | None
+    link_nonce: str
 
 
 class HotSql:

@@ -1,14 +1,19 @@
 """Signed links in residents' mail: confirm a subscription, manage it, leave it.
 
-- Unsubscribe and manage links name a subscriber by id and carry an HMAC of it (one key
-  per purpose, derived from the data key), so one cannot be turned into the other and
-  no id can be guessed into a working link. They do not expire: a mail read a year
-  later must still let the resident leave. Erasing the subscriber kills them (a new
-  subscription gets a new id).
+- Unsubscribe and manage links name a subscriber by id and carry an HMAC of the id and
+  the subscription's link nonce (a random value on the subscriber's row; one key per
+  purpose, derived from the data key), so one cannot be turned into the other and no
+  id can be guessed into a working link. They do not expire: a mail read a year later
+  must still let the resident leave. Erasing the subscriber deletes the nonce and so
+  kills them, and ids are never given twice. Links signed before the nonce existed
+  (over the id alone) are still taken for a subscriber the 0010 migration marked as
+  safe for them (`legacy_links`).
 - Confirmation links carry the whole request (address, categories, frequency, when it
   expires) sealed with AES-GCM: nothing is stored until the resident confirms, the
   address is not readable in the URL (proxies log URLs), and any change to the token
-  makes it fail to open.
+  makes it fail to open. Being stateless, they are checked against the store too
+  (publisher.mail_subscriptions): used once only, and never after the address last
+  left or was erased (RevokedToken).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import os
 import re
 import time
@@ -46,6 +52,11 @@ class BadToken(ValueError):
 
 class ExpiredToken(ValueError):
     """A genuine confirmation token whose time is up."""
+
+
+class RevokedToken(ValueError):
+    """A genuine confirmation token that was used already, or was issued before the
+    address last unsubscribed or was erased."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,28 +88,41 @@ class MailLinks:
 
     # -- per-subscriber links --------------------------------------------------------------
 
-    def _mac(self, purpose: LinkPurpose, recipient_id: int) -> str:
-        mac = hmac.new(self._keys[purpose], str(recipient_id).encode(), hashlib.sha256).digest()
+    def _mac(self, purpose: LinkPurpose, recipient_id: int, nonce: str | None) -> str:
+        # nonce None: the links made before 0010, over the id alone
+        signed = str(recipient_id) if nonce is None else f"{recipient_id}:{nonce}"
+        mac = hmac.new(self._keys[purpose], signed.encode(), hashlib.sha256).digest()
         return _b64(mac[:16])
 
-    def token(self, purpose: LinkPurpose, recipient_id: int) -> str:
-        return f"{recipient_id}.{self._mac(purpose, recipient_id)}"
+    def token(self, purpose: LinkPurpose, recipient_id: int, nonce: str) -> str:
+        """The token for a subscriber's link, bound to its row's link nonce."""
+        return f"{recipient_id}.{self._mac(purpose, recipient_id, nonce)}"
 
-    def recipient_id(self, purpose: LinkPurpose, token: str) -> int:
-        """The subscriber a token names; BadToken unless we made it for `purpose`."""
+    @staticmethod
+    def recipient_id(token: str) -> int:
+        """The subscriber a token names, not yet checked (BadToken if malformed)."""
         found = _RID_TOKEN.match(token)
         if found is None:
             raise BadToken("malformed")
-        rid = int(found.group(1))
-        if not hmac.compare_digest(self._mac(purpose, rid), found.group(2)):
-            raise BadToken("signature")
-        return rid
+        return int(found.group(1))
 
-    def unsubscribe_url(self, recipient_id: int) -> str:
-        return f"{self.base}/unsubscribe/{self.token(LinkPurpose.UNSUBSCRIBE, recipient_id)}"
+    def matches(self, purpose: LinkPurpose, token: str, nonce: str, *, legacy: bool) -> bool:
+        """Whether we made `token` for `purpose` and the subscriber with link nonce `nonce`
+        (or, if `legacy`, over its id alone, as before 0010)."""
+        found = _RID_TOKEN.match(token)
+        if found is None or not nonce:
+            return False
+        rid, mac = int(found.group(1)), found.group(2)
+        if hmac.compare_digest(self._mac(purpose, rid, nonce), mac):
+            return True
+        return legacy and hmac.compare_digest(self._mac(purpose, rid, None), mac)
 
-    def manage_url(self, recipient_id: int) -> str:
-        return f"{self.base}/subscribe/manage/{self.token(LinkPurpose.MANAGE, recipient_id)}"
+    def unsubscribe_url(self, recipient_id: int, nonce: str) -> str:
+        token = self.token(LinkPurpose.UNSUBSCRIBE, recipient_id, nonce)
+        return f"{self.base}/unsubscribe/{token}"
+
+    def manage_url(self, recipient_id: int, nonce: str) -> str:
+        return f"{self.base}/subscribe/manage/{self.token(LinkPurpose.MANAGE, recipient_id, nonce)}"
 
     # -- confirmation links ------------------------------------------------------------------
 
@@ -118,7 +142,8 @@ class MailLinks:
                 "c": list(categories),
                 "f": frequency,
                 "e": int(now + ttl_seconds),
-                "i": int(now),
+                # to the millisecond, rounded down: a link asked for just after leaving works
+                "i": math.floor(now * 1000) / 1000,
             },
             separators=(",", ":"),
             ensure_ascii=False,

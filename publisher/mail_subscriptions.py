@@ -7,7 +7,11 @@
   and the answer is the same whether or not the address is subscribed already.
 - `confirm` subscribes with the consent recorded: method `email_confirmed`, the words
   shown on the confirmation page, the client's network, and when.
-- `update` / `leave` act on the subscriber a signed manage or unsubscribe link names.
+  A confirmation link works once, and only if it was issued after the address last
+  unsubscribed, was suppressed or was erased (RevokedToken otherwise): the hash of a
+  used token is kept until the token would have expired.
+- `update` / `leave` act on the subscriber a signed manage or unsubscribe link names,
+  checked against that subscriber's link nonce.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,16 +29,20 @@ from publisher.addresses import mask, normalize
 from publisher.config import Config
 from publisher.derived import derived_key
 from publisher.errors import NotFound, ValidationFailed
-from publisher.mail_links import ConfirmRequest, LinkPurpose, MailLinks
+from publisher.mail_links import ConfirmRequest, LinkPurpose, MailLinks, RevokedToken
 from publisher.messages import queue_message
 from publisher.ratelimit import Limit, hit
 from publisher.recipients import Consent, Frequency, Recipient, Recipients, RecipientStatus
 from publisher.store import schema as t
-from publisher.store.sql import SqlStore, utcnow
+from publisher.store.sql import SqlStore, insert_for, utcnow
 from publisher.subscriptions import DAY, HOUR, TooManyRequests, network_of
 
 CHANNEL = "email"
 FREQUENCY_NAMES = {Frequency.IMMEDIATE: "每条信息发布时", Frequency.DAILY: "每日摘要"}
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def category_names(config: Config, slugs: list[str] | tuple[str, ...]) -> str:
@@ -113,15 +122,55 @@ class EmailSubscriptions:
             "expires_in": self.ttl_seconds,
         }
 
-    def check(self, token: str) -> ConfirmRequest:
-        """The request behind a confirmation link (BadToken / ExpiredToken otherwise)."""
-        return self.links.confirm_request(token)
+    async def check(self, token: str) -> ConfirmRequest:
+        """The request behind a confirmation link that can still be used (BadToken /
+        ExpiredToken / RevokedToken otherwise)."""
+        req = self.links.confirm_request(token)
+        h = self.recipients.box.hash(CHANNEL, normalize(CHANNEL, req.address))
+        async with self.store.read() as conn:
+            await self._usable(conn, token, req, h)
+        return req
+
+    async def _usable(self, conn: Any, token: str, req: ConfirmRequest, h: str) -> None:
+        """RevokedToken if `token` was used, or issued before the address last left."""
+        used = await conn.scalar(
+            sa.select(sa.func.count())
+            .select_from(t.used_confirmations)
+            .where(t.used_confirmations.c.token_hash == _token_hash(token))
+        )
+        if used:
+            raise RevokedToken("used already")
+        floor = await conn.scalar(
+            sa.select(t.confirm_floors.c.not_before).where(
+                t.confirm_floors.c.channel == CHANNEL, t.confirm_floors.c.address_hash == h
+            )
+        )
+        if floor is not None and req.issued_at <= floor.timestamp():
+            raise RevokedToken("issued before the address last left")
 
     async def confirm(self, token: str, ip: str | None) -> Recipient:
-        """Subscribe as the link asks, recording the consent shown on the page."""
-        req = self.check(token)
+        """Subscribe as the link asks, recording the consent shown on the page; the link is
+        used up in the same transaction (BadToken / ExpiredToken / RevokedToken otherwise)."""
+        req = self.links.confirm_request(token)
         # a category removed from the taxonomy since the mail was sent is dropped
         cats = [c for c in req.categories if self.config.category(c) is not None]
+        used = t.used_confirmations
+
+        async def use_up(conn: Any, h: str) -> None:
+            now = utcnow()
+            await conn.execute(used.delete().where(used.c.expires_at <= now))
+            await self._usable(conn, token, req, h)
+            inserted = await conn.execute(
+                insert_for(conn)(used)
+                .values(
+                    token_hash=_token_hash(token),
+                    expires_at=datetime.fromtimestamp(req.expires_at, UTC),
+                )
+                .on_conflict_do_nothing(index_elements=["token_hash"])
+            )
+            if inserted.rowcount == 0:  # a concurrent click won
+                raise RevokedToken("used already")
+
         return await self.recipients.subscribe(
             CHANNEL,
             req.address,
@@ -132,19 +181,24 @@ class EmailSubscriptions:
             ),
             categories=cats,
             frequency=Frequency(req.frequency),
+            guard=use_up,
         )
 
     # -- managing and leaving ---------------------------------------------------------------------
 
     async def by_token(self, purpose: LinkPurpose, token: str) -> Recipient:
-        """The subscriber a manage / unsubscribe link names (BadToken, or NotFound once erased)."""
-        rid = self.links.recipient_id(purpose, token)
+        """The subscriber a manage / unsubscribe link was made for (BadToken if malformed;
+        NotFound if it is not signed for `purpose` and that subscriber's link nonce, which
+        is the case once the subscriber is erased)."""
+        rid = self.links.recipient_id(token)
         r = t.recipients
         async with self.store.read() as conn:
             row = (
                 await conn.execute(sa.select(r).where(r.c.id == rid, r.c.channel == CHANNEL))
             ).first()
-        if row is None:
+        if row is None or not self.links.matches(
+            purpose, token, row.link_nonce, legacy=bool(row.legacy_links)
+        ):
             raise NotFound("no such subscription")
         return self.recipients._recipient(row)
 

@@ -6,7 +6,8 @@ of these primitives.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -51,6 +52,10 @@ class Recipient:
     status: RecipientStatus
     frequency: Frequency
     created_at: datetime
+    #: signs this subscription's unsubscribe and manage links (publisher.mail_links)
+    link_nonce: str = field(default="", repr=False)
+    #: links signed over the id alone (before 0010) are still good for this subscriber
+    legacy_links: bool = field(default=False, repr=False)
 
     @property
     def masked(self) -> str:
@@ -80,18 +85,22 @@ class Recipients:
         categories: list[str] | None = None,
         frequency: Frequency = Frequency.IMMEDIATE,
         status: RecipientStatus = RecipientStatus.ACTIVE,
+        guard: Callable[[Any, str], Awaitable[None]] | None = None,
     ) -> Recipient:
         """Add or re-activate a subscriber, recording the consent in the same transaction.
 
         A suppressed address stays suppressed unless the new consent was given
         from the address itself (VERIFIED_METHODS): a staff import or a list can
-        never bring back a resident who opted out or was erased.
+        never bring back a resident who opted out or was erased. `guard(conn,
+        address_hash)` runs first in that transaction; what it raises subscribes nobody.
         """
         cats = sorted(set(categories or []))
         self._check_categories(cats)
         addr, h = self._norm(channel, address)
         now = utcnow()
         async with self.store.write() as conn:
+            if guard is not None:
+                await guard(conn, h)
             row = await _find(conn, channel, h)
             suppressed = await conn.scalar(
                 sa.select(t.suppressions.c.reason).where(
@@ -162,6 +171,8 @@ class Recipients:
             status=RecipientStatus(row.status),
             frequency=Frequency(row.frequency),
             created_at=row.created_at,
+            link_nonce=row.link_nonce,
+            legacy_links=bool(row.legacy_links),
         )
 
     async def unsubscribe(self, channel: str, address: str, how: str) -> None:
@@ -181,7 +192,14 @@ class Recipients:
                     .where(t.consents.c.recipient_id == rid, t.consents.c.ended_at.is_(None))
                     .values(ended_at=now, ended_how=how)
                 )
+            # a code or confirmation link asked for before leaving cannot bring them back
+            await conn.execute(
+                t.verifications.delete().where(
+                    t.verifications.c.channel == channel, t.verifications.c.address_hash == h
+                )
+            )
             await self._suppress(conn, channel, h, "opted_out", now)
+            await raise_confirm_floor(conn, channel, h, now)
 
     async def suppress(self, channel: str, address: str, reason: str) -> None:
         _, h = self._norm(channel, address)
@@ -193,6 +211,7 @@ class Recipients:
                 .values(status=RecipientStatus.SUPPRESSED.value, updated_at=now)
             )
             await self._suppress(conn, channel, h, reason, now)
+            await raise_confirm_floor(conn, channel, h, now)
 
     async def _suppress(self, conn: Any, channel: str, h: str, reason: str, now: datetime) -> None:
         exists = await conn.scalar(
@@ -330,6 +349,8 @@ class Recipients:
                     await conn.execute(
                         table.delete().where(table.c.channel == channel, table.c.address_hash == h)
                     )
+                # and no confirmation link sent before now can bring the address back
+                await raise_confirm_floor(conn, channel, h, now)
                 rid = await _find_id(conn, channel, h)
                 if rid is None:
                     continue
@@ -427,6 +448,53 @@ async def import_subscribers(
             )
             added += len(ids)
     return added
+
+
+async def raise_confirm_floor(conn: Any, channel: str, address_hash: str, now: datetime) -> None:
+    """Refuse, from now on, every confirmation link issued for the address until `now`."""
+    values = {"not_before": now}
+    await conn.execute(
+        insert_for(conn)(t.confirm_floors)
+        .values(channel=channel, address_hash=address_hash, **values)
+        .on_conflict_do_update(index_elements=["channel", "address_hash"], set_=values)
+    )
+
+
+async def keep_recipient_ids_unused(conn: Any) -> None:
+    """Move the subscriber id sequence past every id ever used, erased ones included (the
+    ledger still names them, "r:<id>"), so none is given again: after a restore, which
+    writes the rows with their ids (and would leave the sequence at the highest row)."""
+    highest = await conn.scalar(
+        sa.text(
+            "SELECT MAX(n) FROM ("
+            " SELECT MAX(id) AS n FROM recipients"
+            " UNION ALL SELECT MAX(recipient_id) FROM consents"
+            " UNION ALL SELECT MAX(CAST(SUBSTR(target, 3) AS INTEGER)) FROM deliveries"
+            "  WHERE target LIKE 'r:%'"
+            ") AS used"
+        )
+    )
+    if not highest:
+        return
+    if conn.dialect.name == "sqlite":
+        seq = await conn.scalar(
+            sa.text("SELECT seq FROM sqlite_sequence WHERE name = 'recipients'")
+        )
+        if seq is None:
+            await conn.execute(
+                sa.text("INSERT INTO sqlite_sequence (name, seq) VALUES ('recipients', :n)"),
+                {"n": int(highest)},
+            )
+        elif seq < highest:
+            await conn.execute(
+                sa.text("UPDATE sqlite_sequence SET seq = :n WHERE name = 'recipients'"),
+                {"n": int(highest)},
+            )
+        return
+    name = await conn.scalar(sa.text("SELECT pg_get_serial_sequence('recipients', 'id')"))
+    last = await conn.scalar(sa.text(f"SELECT last_value FROM {name}"))
+    if last is None or last <= highest:
+        await conn.execute(sa.text("SELECT setval(:seq, :n)"), {"seq": name, "n": int(highest)})
 
 
 def _by_address(channel: str, address_hash: str) -> sa.ColumnElement[bool]:

@@ -5,6 +5,7 @@ The migrations in ``store/migrations`` create exactly these; a test compares the
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,6 +46,11 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
             value = datetime.fromisoformat(value)
         when: datetime = value
         return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def new_link_nonce() -> str:
+    """A subscription's link nonce: 128 random bits, URL-safe (22 characters)."""
+    return secrets.token_urlsafe(16)
 
 
 users = sa.Table(
@@ -210,8 +216,17 @@ recipients = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     #: hard bounces (email 5xx) so far; at the channel's bounce_limit the address is suppressed
     sa.Column("bounces", sa.Integer, nullable=False, server_default="0"),
+    #: random, per subscription: every unsubscribe / manage link is signed over it, so
+    #: erasing the row kills the links sent to this resident and no one else's
+    sa.Column("link_nonce", sa.String(32), nullable=False, default=new_link_nonce),
+    #: links signed before 0010 (over the id alone) still work for this subscriber: set
+    #: by that migration where the id had never named anyone else
+    sa.Column("legacy_links", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.UniqueConstraint("channel", "address_hash"),
     sa.Index("ix_recipients_channel_status", "channel", "status", "id"),
+    # an id is never given twice (SQLite would reuse the highest after a delete);
+    # PostgreSQL's serial sequence never goes back
+    sqlite_autoincrement=True,
 )
 
 #: consent ledger: when, how, the text agreed to, from where; and when and how it ended
@@ -237,6 +252,24 @@ suppressions = sa.Table(
     sa.Column("address_hash", sa.String(64), primary_key=True),
     sa.Column("reason", sa.String(64), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+#: confirmation links (email) for an address issued at or before `not_before` (its last
+#: unsubscribe, suppression or erasure) are refused; a keyed hash, kept after erasure
+confirm_floors = sa.Table(
+    "confirm_floors",
+    metadata,
+    sa.Column("channel", sa.String(16), primary_key=True),
+    sa.Column("address_hash", sa.String(64), primary_key=True),
+    sa.Column("not_before", UTCDateTime, nullable=False),
+)
+
+#: confirmation links already used (a hash of the token), kept until they would expire
+used_confirmations = sa.Table(
+    "used_confirmations",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("expires_at", UTCDateTime, nullable=False, index=True),
 )
 
 #: non-personal targets: portal endpoints, boards, feeds

@@ -24,7 +24,7 @@ from channels.mail import MailSettings, mail_settings
 from publisher.addresses import mask
 from publisher.config import Config
 from publisher.errors import NotFound, ValidationFailed
-from publisher.mail_links import BadToken, ExpiredToken, LinkPurpose
+from publisher.mail_links import BadToken, ExpiredToken, LinkPurpose, RevokedToken
 from publisher.mail_subscriptions import FREQUENCY_NAMES, EmailSubscriptions, category_names
 from publisher.recipients import Frequency, Recipient, RecipientStatus
 from publisher.store.sql import SqlStore
@@ -93,6 +93,7 @@ def _page(
     request: web.Request, heading: str, *, status: int = 200, message: str = "", **context: Any
 ) -> web.Response:
     context.setdefault("manage_url", None)
+    context.setdefault("subscribe_url", None)
     # the display toggles come back here only on a GET: a POST's page cannot be fetched again
     return render_page(
         request,
@@ -123,12 +124,25 @@ def _expired(request: web.Request) -> web.Response:
     )
 
 
+def _revoked(request: web.Request) -> web.Response:
+    return _page(
+        request,
+        "链接已失效",
+        status=410,
+        message=(
+            "此确认链接已经使用过，或者在您退订、注销之后已不再有效，本次订阅未生效。"
+            "如需订阅，请重新提交订阅申请，并使用新邮件中的链接确认。"
+        ),
+        subscribe_url=url_prefix(request.app[CONFIG]) + "/subscribe#email",
+    )
+
+
 def _here(request: web.Request) -> str:
     return url_prefix(request.app[CONFIG]) + request.path
 
 
-def _manage_url(request: web.Request, flow: EmailSubscriptions, recipient_id: int) -> str:
-    token = flow.links.token(LinkPurpose.MANAGE, recipient_id)
+def _manage_url(request: web.Request, flow: EmailSubscriptions, recipient: Recipient) -> str:
+    token = flow.links.token(LinkPurpose.MANAGE, recipient.id, recipient.link_nonce)
     return f"{url_prefix(request.app[CONFIG])}/subscribe/manage/{token}"
 
 
@@ -136,9 +150,11 @@ def _manage_url(request: web.Request, flow: EmailSubscriptions, recipient_id: in
 async def confirm_page(request: web.Request) -> web.Response:
     flow = request.app[MAIL].flow(request.app[STORE])
     try:
-        req = flow.check(request.match_info["token"])
+        req = await flow.check(request.match_info["token"])
     except ExpiredToken:
         return _expired(request)
+    except RevokedToken:
+        return _revoked(request)
     except BadToken:
         return _bad_link(request)
     config = request.app[CONFIG]
@@ -162,6 +178,9 @@ async def confirm(request: web.Request) -> web.Response:
         recipient = await flow.confirm(request.match_info["token"], request.remote)
     except ExpiredToken:
         return _expired(request)
+    except RevokedToken:
+        log.info("a used or revoked email confirmation link was refused")
+        return _revoked(request)
     except BadToken:
         return _bad_link(request)
     log.info("email subscription confirmed for %s", recipient.masked)
@@ -173,7 +192,7 @@ async def confirm(request: web.Request) -> web.Response:
             f"{recipient.masked} 已订阅{category_names(config, recipient.categories)}"
             f"（{FREQUENCY_NAMES[recipient.frequency]}）。每封邮件底部都有退订链接。"
         ),
-        manage_url=_manage_url(request, flow, recipient.id),
+        manage_url=_manage_url(request, flow, recipient),
     )
 
 

@@ -238,14 +238,15 @@ async def test_manage_and_unsubscribe_links_are_signed_per_purpose(web_store: An
             "email", STORED, Consent(method="email_confirmed", text="同意"), categories=["nync"]
         )
         links = MailLinks(store.config)
-        manage = links.token(LinkPurpose.MANAGE, sub.id)
-        unsubscribe = links.token(LinkPurpose.UNSUBSCRIBE, sub.id)
-        other_id = links.token(LinkPurpose.UNSUBSCRIBE, sub.id + 1).split(".")[1]
+        manage = links.token(LinkPurpose.MANAGE, sub.id, sub.link_nonce)
+        unsubscribe = links.token(LinkPurpose.UNSUBSCRIBE, sub.id, sub.link_nonce)
+        other_id = links.token(LinkPurpose.UNSUBSCRIBE, sub.id + 1, sub.link_nonce).split(".")[1]
         for bad in (
             manage,  # a manage token does not unsubscribe
             f"{sub.id}.{other_id}",  # another subscriber's signature
             f"{sub.id + 1}.{unsubscribe.split('.')[1]}",  # this signature on another id
             unsubscribe[:-1],
+            links.token(LinkPurpose.UNSUBSCRIBE, sub.id, "another nonce"),
         ):
             resp = await api.client.post(f"/unsubscribe/{bad}")
             assert resp.status == 404, bad
