@@ -372,7 +372,11 @@ class BoardChannel(ChannelAdapter):
         from publisher import packs
 
         pack_id = int(subject.key.partition(":")[2])
-        path = packs_path(self.context.config) / packs.pdf_name(pack_id)
+        # a pack whose item was withdrawn or expired before it was made has its own name:
+        # the PDF that posts the item is never served once it is gone (packs.pack_pdf)
+        path = packs_path(self.context.config) / packs.pdf_name(
+            pack_id, packs.subject_gone(subject)
+        )
         if not path.exists():
             try:
                 pdf = await pdf_async(list(rendered.documents))
