@@ -506,8 +506,8 @@ async def pack_pdf(store: SqlStore, pack_id: int) -> bytes:
         log.info("pack %d made again without its poster: the item is %s", pack_id, made_for)
     try:
         # under the name of what it shows: made while the item was still up, it is not
-        # served once the item is gone
-        write_atomically(folder / pdf_name(pack_id, made_for), pdf)
+        # served once the item is gone (a status with no way back: `gone` holds still)
+        write_atomically(folder / pdf_name(pack_id, made_for or gone), pdf)
     except OSError as exc:
         log.warning("cannot keep the PDF of pack %d: %s", pack_id, exc)
     return pdf
@@ -839,7 +839,8 @@ async def list_packs(store: SqlStore, board_id: int) -> list[dict[str, Any]]:
     )
     out = []
     for r in rows:
-        lines = await pack_lines(store, int(r.id))
+        # as the pack's PDF shows it now: an item withdrawn or expired since is a take-down
+        lines = await current_lines(store, int(r.id))
         out.append(
             {
                 "id": int(r.id),

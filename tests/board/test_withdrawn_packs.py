@@ -117,6 +117,11 @@ async def test_old_pack_link_serves_the_take_down_after_withdrawal(
     staff.write_bytes(body)
     _check_takedown(staff, index_no, "已撤回：内容有误")
 
+    # the board's pack list says the same
+    status, body, _ = await api.call("GET", f"/api/v1/boards/{board['id']}/packs")
+    listed = next(p for p in body["packs"] if p["id"] == pack_id)
+    assert (listed["post"], listed["take_down"]) == ([], [index_no])
+
     # the confirmation page lists it to take down, nothing to post
     page = await (await api.client.get(confirm_link)).text()
     assert "请勿张贴" in page and "内容有误" in page
