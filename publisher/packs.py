@@ -328,12 +328,15 @@ async def gone_status(store: SqlStore, item_id: str) -> str | None:
     return str(status) if status in {s.value for s in GONE} else None
 
 
-async def current_lines(store: SqlStore, pack_id: int) -> list[PackLine]:
+async def current_lines(
+    store: SqlStore, pack_id: int, *, known: dict[str, tuple[str | None, str]] | None = None
+) -> list[PackLine]:
     """The pack's lines as things stand: for an item withdrawn or expired since the pack was
     planned, a line that posts it is a take-down instead (with why), so no board is told
-    to post it; the take-downs the pack already had stay. Posts first."""
+    to post it; the take-downs the pack already had stay. Posts first. `known` (item id ->
+    (gone status, why)) saves the look-ups when several packs are read at once."""
     lines: list[PackLine] = []
-    gone: dict[str, tuple[str | None, str]] = {}  # item id -> (status, why)
+    gone = known if known is not None else {}
     for line in await pack_lines(store, pack_id):
         item_id = str(line.item_id)
         if item_id not in gone:
@@ -838,9 +841,10 @@ async def list_packs(store: SqlStore, board_id: int) -> list[dict[str, Any]]:
         ],
     )
     out = []
+    known: dict[str, tuple[str | None, str]] = {}
     for r in rows:
         # as the pack's PDF shows it now: an item withdrawn or expired since is a take-down
-        lines = await current_lines(store, int(r.id))
+        lines = await current_lines(store, int(r.id), known=known)
         out.append(
             {
                 "id": int(r.id),
