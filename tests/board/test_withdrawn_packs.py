@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from publisher import packs
 from publisher.addresses import AddressBox
+from publisher.delivery import DeliveryWorker
 from publisher.fanout import FanOut
 from publisher.ledger import Ledger
 from publisher.models import Action
@@ -185,3 +186,30 @@ async def test_old_pack_link_serves_the_take_down_after_expiry(
     _check_takedown(after, (await store.get_item(item.id)).index_no or "", "已到期")
     assert not (tmp_path / "packs" / packs.pdf_name(north["id"])).exists()
     assert (tmp_path / "packs" / packs.pdf_name(north["id"], "expired")).exists()
+
+
+async def test_a_pack_read_before_the_withdrawal_goes_out_without_the_poster(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    """The engine keeps the subjects it read: a publication pack read before the withdrawal
+    and sent after it is made as things stand, and no PDF with the body is left behind."""
+    need_tools()
+    await _boards(store)
+    item = await publish(store, await _item(store, body=BODY))
+    assert await FanOut(store, Ledger(store)).plan_pending() == 2
+    north = next(p for p in await _packs(store, item.id) if p["board"] == "北村")
+    worker = DeliveryWorker(store)
+    subject = await worker._subject(f"pack:{north['id']}")  # read while the item was up
+    assert [line["action"] for line in subject.items] == ["post"]
+
+    await store.transition(item.id, Action.WITHDRAW, actor=REVIEWER, reason="内容有误")
+    await worker.start()
+    try:
+        await wait_settled(store, item.id)
+    finally:
+        await worker.stop()
+    folder = tmp_path / "packs"
+    assert not (folder / packs.pdf_name(north["id"])).exists()
+    made = folder / packs.pdf_name(north["id"], "withdrawn")
+    _check_takedown(made, (await store.get_item(item.id)).index_no or "", "已撤回：内容有误")
+    assert not [p for p in folder.iterdir() if SECRET in squeeze(page_text(p))]
