@@ -26,6 +26,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import tempfile
@@ -371,11 +372,31 @@ class BoardChannel(ChannelAdapter):
             )
         from publisher import packs
 
+        store = self.context.store
         pack_id = int(subject.key.partition(":")[2])
-        path = packs_path(self.context.config) / packs.pdf_name(pack_id)
+        folder = packs_path(self.context.config)
+        documents = list(rendered.documents)
+        gone = packs.subject_gone(subject)
+        if gone is None and subject.item_id is not None:
+            # the engine keeps the subjects it read: one read before the item was withdrawn
+            # or expired is read again, and the pack goes out as things stand (no poster)
+            gone = await packs.gone_status(store, subject.item_id)
+            if gone is not None:
+                subject = await packs.load_subject(store, subject.key)
+                documents = pack_pages(
+                    subject, target, site_agency=self.site.agency, tz=self.site.tz
+                )
+        if gone is not None:
+            # the PDF that posted the item, if an attempt made one, goes with it (or, if it
+            # cannot be deleted now, when the pack is next served: packs.pack_pdf)
+            with contextlib.suppress(OSError):
+                (folder / packs.pdf_name(pack_id)).unlink(missing_ok=True)
+        # a pack whose item was withdrawn or expired before it was made has its own name:
+        # the PDF that posts the item is never served once it is gone (packs.pack_pdf)
+        path = folder / packs.pdf_name(pack_id, gone)
         if not path.exists():
             try:
-                pdf = await pdf_async(list(rendered.documents))
+                pdf = await pdf_async(documents)
             except Exception as exc:  # a layout that cannot be made will not be made later
                 raise PermanentDeliveryError(
                     f"the pack's PDF could not be made: {exc!r:.200}", reason="render_failed"
@@ -384,7 +405,7 @@ class BoardChannel(ChannelAdapter):
                 write_atomically(path, pdf)
             except OSError as exc:
                 raise TransientDeliveryError(f"cannot keep the pack's PDF: {exc}") from None
-        await packs.notify_operator(self.context.store, pack_id)
+        await packs.notify_operator(store, pack_id)
         return Receipt(ReceiptState.SENT, provider_id=f"pack:{pack_id}")
 
 

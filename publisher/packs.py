@@ -17,6 +17,11 @@
   `channels.board.settings.confirm_within_hours`) and `short_posting` (a withdrawal or
   expiry takes down an item first confirmed posted there fewer than the board's
   `min_days` days before; a correction replaces the text and keeps the item up).
+- **Withdrawal and expiry are final.** A pack is shown as things stand, not as planned:
+  once its item is withdrawn or expired, every line that would post it is a take-down
+  ("请勿张贴；已贴出的请撤下") and the pack has no poster. Its PDF is made again under
+  its own name (`pack-<id>-withdrawn.pdf`), so the operator's old link serves the
+  rebuilt pack, never the body; the PDF made before is deleted.
 """
 
 from __future__ import annotations
@@ -76,14 +81,20 @@ REASONS: dict[tuple[str, PackAction], str] = {
     (EventKind.EXPIRED, PackAction.TAKEDOWN): "已到期",
 }
 SENT_STATES = (DeliveryState.SENT.value, DeliveryState.DELIVERED.value)
+#: statuses that take an item off every board for good (neither has a way back)
+GONE = (ItemStatus.WITHDRAWN, ItemStatus.EXPIRED)
+#: added to a posting line's reason when its item is gone before the board posted it
+NOT_TO_POST = "请勿张贴；已贴出的请撤下"
 
 
 def subject_key(pack_id: int) -> str:
     return f"pack:{pack_id}"
 
 
-def pdf_name(pack_id: int) -> str:
-    return f"pack-{pack_id}.pdf"
+def pdf_name(pack_id: int, gone: str | None = None) -> str:
+    """The file of a pack's PDF; `gone` (an item status) names the rebuilt pack of an item
+    withdrawn or expired since, which must never be confused with the one that posted it."""
+    return f"pack-{pack_id}.pdf" if gone is None else f"pack-{pack_id}-{gone}.pdf"
 
 
 def _pack_subject_sql() -> sa.ColumnElement[str]:
@@ -171,15 +182,7 @@ class PackPlanner:
         return found if found.tzinfo is not None else found.replace(tzinfo=UTC)
 
     async def _withdraw_reason(self, item_id: str) -> str | None:
-        a = t.audit_log
-        async with self.store.read() as conn:
-            reason = await conn.scalar(
-                sa.select(a.c.reason)
-                .where(a.c.item_id == item_id, a.c.to_status == ItemStatus.WITHDRAWN.value)
-                .order_by(a.c.id.desc())
-                .limit(1)
-            )
-        return str(reason) if reason else None
+        return await withdraw_reason(self.store, item_id)
 
     async def plan(self, event: Any, category: str, priority: int) -> int:
         """The packs of one item event; returns how many ledger rows were queued."""
@@ -290,7 +293,74 @@ class PackPlanner:
         return pack_id
 
 
+async def withdraw_reason(store: SqlStore, item_id: str) -> str | None:
+    """The reviewer's reason for withdrawing the item (the latest), if any."""
+    a = t.audit_log
+    async with store.read() as conn:
+        reason = await conn.scalar(
+            sa.select(a.c.reason)
+            .where(a.c.item_id == item_id, a.c.to_status == ItemStatus.WITHDRAWN.value)
+            .order_by(a.c.id.desc())
+            .limit(1)
+        )
+    return str(reason) if reason else None
+
+
 # -- what a pack shows --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PackLine:
+    """One line of a pack as it stands (see `current_lines`)."""
+
+    item_id: str
+    action: str
+    revision: int
+    index_no: str | None
+    reason: str | None
+    #: the item's status when it is withdrawn or expired (its posting lines are take-downs)
+    gone: str | None = None
+
+
+async def gone_status(store: SqlStore, item_id: str) -> str | None:
+    """The item's status if it is withdrawn or expired (off the boards for good), else None."""
+    async with store.read() as conn:
+        status = await conn.scalar(sa.select(t.items.c.status).where(t.items.c.id == item_id))
+    return str(status) if status in {s.value for s in GONE} else None
+
+
+async def current_lines(
+    store: SqlStore, pack_id: int, *, known: dict[str, tuple[str | None, str]] | None = None
+) -> list[PackLine]:
+    """The pack's lines as things stand: for an item withdrawn or expired since the pack was
+    planned, a line that posts it is a take-down instead (with why), so no board is told
+    to post it; the take-downs the pack already had stay. Posts first. `known` (item id ->
+    (gone status, why)) saves the look-ups when several packs are read at once."""
+    lines: list[PackLine] = []
+    gone = known if known is not None else {}
+    for line in await pack_lines(store, pack_id):
+        item_id = str(line.item_id)
+        if item_id not in gone:
+            status = await gone_status(store, item_id)
+            why = ""
+            if status == ItemStatus.WITHDRAWN.value:
+                why = REASONS[(EventKind.WITHDRAWN, PackAction.TAKEDOWN)]
+                given = await withdraw_reason(store, item_id)
+                why = f"{why}：{given}" if given else why
+            elif status == ItemStatus.EXPIRED.value:
+                why = REASONS[(EventKind.EXPIRED, PackAction.TAKEDOWN)]
+            gone[item_id] = (status, why)
+        status, why = gone[item_id]
+        action, reason = str(line.action), line.reason
+        if status is not None and action == PackAction.POST.value:
+            action, reason = PackAction.TAKEDOWN.value, f"{why}，{NOT_TO_POST}"
+        found = PackLine(item_id, action, int(line.revision), line.index_no, reason, status)
+        if not any(
+            (x.item_id, x.action, x.revision) == (item_id, action, found.revision) for x in lines
+        ):
+            lines.append(found)
+    lines.sort(key=lambda x: (x.action != PackAction.POST.value, x.item_id))
+    return lines
 
 
 async def pack_row(store: SqlStore, pack_id: int) -> Any:
@@ -342,7 +412,7 @@ async def load_subject(store: SqlStore, key: str) -> Subject:
         else None
     )
     lines: list[dict[str, Any]] = []
-    for line in await pack_lines(store, pack_id):
+    for line in await current_lines(store, pack_id):
         try:
             item = await store.get_item(line.item_id)
             rev = await store.get_revision(line.item_id, int(line.revision))
@@ -387,6 +457,7 @@ async def load_subject(store: SqlStore, key: str) -> Subject:
                 "short_url": links.url(item.id),
                 "correction_note": rev.correction_note,
                 "warning": warning,
+                "gone": line.gone,
             }
         )
     lines.sort(key=lambda line: line["action"] != PackAction.POST.value)
@@ -409,21 +480,40 @@ async def pack_target(store: SqlStore, board: Board) -> Target:
     return Target(f"e:{ep.id}", CHANNEL, ep.address, ep.name, dict(ep.settings))
 
 
+def subject_gone(subject: Subject) -> str | None:
+    """The status ("withdrawn", "expired") a pack subject was made for, if its item was gone."""
+    return next((str(line["gone"]) for line in subject.items if line.get("gone")), None)
+
+
 async def pack_pdf(store: SqlStore, pack_id: int) -> bytes:
-    """The pack's PDF: the one made when it was sent, or made again from the store."""
-    path = packs_path(store.config) / pdf_name(pack_id)
+    """The pack's PDF: the one made when it was sent, or made again from the store. Once
+    its item is withdrawn or expired, only a PDF made after that is served (made again
+    if need be: a take-down, no poster), and the one made before is deleted."""
+    pack = await pack_row(store, pack_id)
+    gone = await gone_status(store, str(pack.item_id))
+    folder = packs_path(store.config)
+    if gone is not None:
+        try:  # the posting PDF must not outlive the item on disk either
+            (folder / pdf_name(pack_id)).unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("cannot delete the old PDF of pack %d: %s", pack_id, exc)
+    path = folder / pdf_name(pack_id, gone)
     try:
         return path.read_bytes()
     except FileNotFoundError:
         pass
-    pack = await pack_row(store, pack_id)
     board = await Boards(store).get(int(pack.board_id))
     subject = await load_subject(store, subject_key(pack_id))
     target = await pack_target(store, board)
     site = store.config.site
     pdf = await pdf_async(pack_pages(subject, target, site_agency=site.agency, tz=site.tz))
+    made_for = subject_gone(subject)
+    if made_for is not None:
+        log.info("pack %d made again without its poster: the item is %s", pack_id, made_for)
     try:
-        write_atomically(path, pdf)
+        # under the name of what it shows: made while the item was still up, it is not
+        # served once the item is gone (a status with no way back: `gone` holds still)
+        write_atomically(folder / pdf_name(pack_id, made_for or gone), pdf)
     except OSError as exc:
         log.warning("cannot keep the PDF of pack %d: %s", pack_id, exc)
     return pdf
@@ -541,7 +631,7 @@ async def notify_operator(store: SqlStore, pack_id: int) -> int:
     if pack.notified_at is not None:
         return 0
     board = await Boards(store).get(int(pack.board_id))
-    lines = await pack_lines(store, pack_id)
+    lines = await current_lines(store, pack_id)
     posts = sum(1 for line in lines if line.action == PackAction.POST.value)
     sms, mail = operator_texts(config, board, pack_id, posts, len(lines) - posts, PackLinks(config))
     box = AddressBox(config.data_key())
@@ -754,8 +844,10 @@ async def list_packs(store: SqlStore, board_id: int) -> list[dict[str, Any]]:
         ],
     )
     out = []
+    known: dict[str, tuple[str | None, str]] = {}
     for r in rows:
-        lines = await pack_lines(store, int(r.id))
+        # as the pack's PDF shows it now: an item withdrawn or expired since is a take-down
+        lines = await current_lines(store, int(r.id), known=known)
         out.append(
             {
                 "id": int(r.id),

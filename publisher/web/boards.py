@@ -343,24 +343,25 @@ async def operator_pdf(request: web.Request) -> web.Response:
 
 async def _summary(request: web.Request, pack_id: int) -> dict[str, Any]:
     store = request.app[STORE]
-    lines = await packs.pack_lines(store, pack_id)
+    # as things stand: an item withdrawn or expired since is to come down, not go up
+    lines = await packs.current_lines(store, pack_id)
     titles = {}
     for line in lines:
         try:
             rev = await store.get_revision(line.item_id, int(line.revision))
-            titles[(line.item_id, line.action)] = rev.content.title
+            titles[(line.item_id, line.action, line.revision)] = rev.content.title
         except NotFound:
-            titles[(line.item_id, line.action)] = ""
+            titles[(line.item_id, line.action, line.revision)] = ""
     return {
         "post": [
-            {"index_no": x.index_no or "—", "title": titles[(x.item_id, x.action)]}
+            {"index_no": x.index_no or "—", "title": titles[(x.item_id, x.action, x.revision)]}
             for x in lines
             if x.action == packs.PackAction.POST.value
         ],
         "take_down": [
             {
                 "index_no": x.index_no or "—",
-                "title": titles[(x.item_id, x.action)],
+                "title": titles[(x.item_id, x.action, x.revision)],
                 "reason": x.reason,
             }
             for x in lines
