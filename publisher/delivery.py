@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -510,9 +511,13 @@ class DeliveryWorker:
         # a row that publishes an item was claimed only while the item was live (the
         # claim skips it otherwise, see Ledger._claim), with the item's live revision
         subject = await self._subject(row.subject, row.revision)
-        if subject.kind == DIGEST_KIND and not subject.items:
-            # every item it listed was withdrawn after planning: nothing left to tell
-            return Outcome(row.id, DeliveryState.SKIPPED, reason="withdrawn")
+        if subject.kind == DIGEST_KIND:
+            # a digest lists several items, and the subject may have been loaded before
+            # one of them was taken down: list only what is live as this attempt starts
+            subject = await self._live_digest(subject)
+            if not subject.items:
+                # every item it listed was withdrawn after planning: nothing left to tell
+                return Outcome(row.id, DeliveryState.SKIPPED, reason="withdrawn")
         try:
             rendered = rt.adapter.render(subject, target)
         except PermanentDeliveryError as exc:
@@ -552,6 +557,26 @@ class DeliveryWorker:
             state,
             provider_id=receipt.provider_id,
             units=receipt.units if receipt.units is not None else rendered.units,
+        )
+
+    async def _live_digest(self, subject: Subject) -> Subject:
+        ids = [str(i["id"]) for i in subject.items]
+        if not ids:
+            return subject
+        async with self.store.read() as conn:
+            live = set(
+                (
+                    await conn.scalars(
+                        sa.select(t.items.c.id).where(
+                            t.items.c.id.in_(ids), t.items.c.status == ItemStatus.PUBLISHED.value
+                        )
+                    )
+                ).all()
+            )
+        if len(live) == len(ids):
+            return subject
+        return dataclasses.replace(
+            subject, items=tuple(i for i in subject.items if str(i["id"]) in live)
         )
 
     async def _bounced(self, rt: ChannelRuntime, row: Claimed) -> None:

@@ -776,6 +776,9 @@ class Ledger:
             reason=None,
             reset_attempts=True,
             detail="retry requested by staff",
+            # staff's click waits for a row another transaction holds, rather than
+            # silently leaving it out
+            skip_locked=False,
         )
         return RetryResult(requeued, left, str(status) if left else None)
 
@@ -816,6 +819,7 @@ class Ledger:
         detail: str | None = None,
         reset_attempts: bool = False,
         undo_claim: bool = False,
+        skip_locked: bool = True,
     ) -> int:
         now = utcnow()
         d = t.deliveries
@@ -823,7 +827,7 @@ class Ledger:
         async with self.store.write() as conn:
             select = sa.select(d.c.id, d.c.state).where(where)
             if not self.store.is_sqlite:
-                select = select.with_for_update(skip_locked=True)
+                select = select.with_for_update(skip_locked=skip_locked)
             rows = (await conn.execute(select)).all()
             for chunk in _chunks(rows, 500):
                 values: dict[str, Any] = {

@@ -188,11 +188,12 @@ async def test_old_pack_link_serves_the_take_down_after_expiry(
     assert (tmp_path / "packs" / packs.pdf_name(north["id"], "expired")).exists()
 
 
-async def test_a_pack_read_before_the_withdrawal_goes_out_without_the_poster(
+async def test_a_pack_read_before_the_withdrawal_is_never_sent(
     store: SqlStore, tmp_path: Path
 ) -> None:
-    """The engine keeps the subjects it read: a publication pack read before the withdrawal
-    and sent after it is made as things stand, and no PDF with the body is left behind."""
+    """The engine keeps the subjects it read, but withdrawal is final at the claim: a
+    publication pack read while the item was up and due after the withdrawal is skipped
+    (`withdrawn`): no PDF with the body is made and its operator is told nothing."""
     need_tools()
     await _boards(store)
     item = await publish(store, await _item(store, body=BODY))
@@ -208,8 +209,17 @@ async def test_a_pack_read_before_the_withdrawal_goes_out_without_the_poster(
         await wait_settled(store, item.id)
     finally:
         await worker.stop()
+    rows = [p["row"] for p in await _packs(store, item.id) if p["event"] == "published"]
+    assert {(r.state, r.reason) for r in rows} == {("skipped", "withdrawn")}
     folder = tmp_path / "packs"
-    assert not (folder / packs.pdf_name(north["id"])).exists()
-    made = folder / packs.pdf_name(north["id"], "withdrawn")
-    _check_takedown(made, (await store.get_item(item.id)).index_no or "", "已撤回：内容有误")
-    assert not [p for p in folder.iterdir() if SECRET in squeeze(page_text(p))]
+    made = list(folder.iterdir()) if folder.exists() else []
+    assert not [p for p in made if SECRET in squeeze(page_text(p))]
+    async with store.read() as conn:
+        told = await conn.scalar(
+            sa.select(sa.func.count()).where(t.messages.c.purpose == "board_pack")
+        )
+    assert told == 0
+    # and the old link, were one ever handed out, would serve only the take-down
+    pdf = tmp_path / "asked.pdf"
+    pdf.write_bytes(await packs.pack_pdf(store, north["id"]))
+    _check_takedown(pdf, (await store.get_item(item.id)).index_no or "", "已撤回：内容有误")

@@ -54,7 +54,6 @@ async def test_one_failed_turn_in_a_fan_out_loses_and_repeats_nothing(
     await worker.start()
     try:
         await eventually(lambda: _failed(seen), within=60, what="the injected failure")
-        assert worker.failing_since is not None or seen["turns"] > 5
         await wait_settled(engine_store, item.id, within=120)
         assert worker.failing_since is None  # healthy again, without a restart
     finally:

@@ -85,12 +85,6 @@ async def test_a_digest_drops_items_withdrawn_or_expired_after_planning(
         _check(sink, kept, withdrawn, expiring)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="publisher/delivery.py keeps a loaded subject (DeliveryWorker._subjects) with no "
-    "check against later withdrawals: a digest read before a withdrawal still lists the item "
-    "for every later recipient of the same subject (issue 14, the delivery engine's part)",
-)
 async def test_a_digest_loaded_before_the_withdrawal_drops_the_item(
     mail_store_factory: Any, smtp_sink: tuple[SmtpSink, int]
 ) -> None:
