@@ -37,11 +37,9 @@ from channels.rss import (
 from publisher.config import Config
 from publisher.errors import ConfigError
 from publisher.models import Action
-from tests.channels.test_feeds import entry_for, feed_item, fetch, publish, sqlite_engine
+from tests.channels.test_feeds import entry_for, feed_item, fetch, publish
 from tests.conftest import EDITOR, IN_CI, REVIEWER
-from tests.engine.helpers import api_on, running, wait_channel_settled
-
-__all__ = ["sqlite_engine"]
+from tests.engine.helpers import BOTH_BACKENDS, api_on, running, wait_channel_settled
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 AT = f"{{{TOMBSTONE_NS}}}"
@@ -274,10 +272,11 @@ def newsboat_read(tmp: Path, docs: dict[str, bytes]) -> sqlite3.Connection:
     return sqlite3.connect(tmp / "cache.db")
 
 
+@BOTH_BACKENDS
 async def test_served_feeds_validate_and_read_right_in_feedparser_and_newsboat(
-    sqlite_engine: Any, tmp_path: Path
+    engine_store: Any, tmp_path: Path
 ) -> None:
-    store = sqlite_engine
+    store = engine_store
     base = store.config.site.public_base
     kept = await feed_item(store, title="关于冬季农田水利建设的通知")
 
