@@ -12,10 +12,10 @@ SAMPLE ?= samples/shangyu-2013-disclosure-report.txt
 # Kannel (the SMS gateway the sms tests run against; kannel-extras has its fake SMSC),
 # WeasyPrint's Pango, CJK fonts and HarfBuzz subsetting (PDF reports), pdftotext (tests),
 # Chromium (the browser tests in tests/ui drive it with Playwright), zbar (decodes the QR codes
-# of notice-board layouts in tests)
+# of notice-board layouts in tests), newsboat (a feed reader the feed tests run on the feeds)
 APT_PACKAGES := python3-venv python3-dev build-essential postgresql-client kannel kannel-extras \
   fonts-noto-cjk libharfbuzz-subset0 libpango-1.0-0 libpangoft2-1.0-0 poppler-utils chromium \
-  libzbar0
+  libzbar0 newsboat
 
 .PHONY: help run test system-deps venv lint typecheck pytest clean messages screenshots
 

@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -40,7 +41,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.header import Header
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -211,9 +212,50 @@ def local_date(value: datetime | None, tz: Any) -> str:
 # -- message assembly -----------------------------------------------------------------------
 
 
-def encode_header(value: str) -> str:
-    """RFC 2047 (UTF-8, base64) where needed, folded with CRLF."""
-    return Header(value, "utf-8", header_name="Subject").encode(linesep="\r\n")
+#: RFC 5322 §2.1.1: a line SHOULD be at most 78 characters, CRLF not counted
+MAX_LINE = 78
+#: characters a display name cannot hold unquoted (RFC 5322 specials)
+_SPECIALS = re.compile(r'[][\\()<>@,:;".]')
+
+
+def encode_header(value: str, header_name: str = "Subject") -> str:
+    """RFC 2047 (UTF-8, base64) where needed, folded with CRLF: lines of at most 76
+    characters (the encoded-word limit), the first counting `header_name: `, and every
+    encoded-word whole characters (a Chinese character is never split between two).
+    Header's own default (78) lets an encoded-word reach 76 characters, past RFC 2047's 75."""
+    return Header(value, "utf-8", maxlinelen=76, header_name=header_name).encode(linesep="\r\n")
+
+
+def phrase_header(name: str, phrase: str, angle: str) -> str:
+    """The header line(s) `name: phrase <angle>` (From, List-Id), folded at 78 characters:
+    a non-ASCII phrase as encoded-words (`encode_header`), an ASCII one quoted where
+    RFC 5322 wants it, and `<angle>` on a line of its own when it does not fit after it.
+    Built once per sender or subject, never per resident."""
+    if phrase.isascii():
+        text = phrase
+        if _SPECIALS.search(phrase):
+            text = '"' + phrase.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        lines = [f"{name}: {text}"]
+    else:
+        lines = f"{name}: {encode_header(phrase, name)}".split("\r\n")
+    if not phrase:
+        lines = [f"{name}:"]
+    if len(lines[-1]) + 1 + len(angle) + 2 <= MAX_LINE:
+        lines[-1] += f" <{angle}>"
+    else:
+        lines.append(f" <{angle}>")
+    return "\r\n".join(lines)
+
+
+def list_unsubscribe(links: list[str]) -> str:
+    """`List-Unsubscribe: <https…>, <mailto…>`; past 78 characters each further link on a
+    line of its own. The first stays on the header's line: a URL cannot be folded (RFC 2369
+    links are whole), and a value that begins with a fold reads as " <https…>" to some
+    parsers (the standard library's among them). Per resident: a length check, a join."""
+    line = "List-Unsubscribe: " + ", ".join(links)
+    if len(line) <= MAX_LINE:
+        return line
+    return "List-Unsubscribe: " + ",\r\n ".join(links)
 
 
 def _b64_body(text: str) -> bytes:
@@ -251,10 +293,10 @@ def assemble(
     lines = [f"To: {to}", f"Message-ID: {msg_id}"]
     text, html = prepared.text, prepared.html
     if prepared.listed and unsubscribe_url is not None and manage_url is not None:
-        links = f"<{unsubscribe_url}>"
+        links = [f"<{unsubscribe_url}>"]
         if unsubscribe_mailto:
-            links += f", <mailto:{unsubscribe_mailto}?subject=unsubscribe>"
-        lines.append(f"List-Unsubscribe: {links}")
+            links.append(f"<mailto:{unsubscribe_mailto}?subject=unsubscribe>")
+        lines.append(list_unsubscribe(links))
         lines.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
         text = text.replace(UNSUBSCRIBE_MARK, unsubscribe_url).replace(MANAGE_MARK, manage_url)
         html = html.replace(UNSUBSCRIBE_MARK, unsubscribe_url).replace(MANAGE_MARK, manage_url)
@@ -458,7 +500,10 @@ class MailChannel(ChannelAdapter):
         self.tz = site.tz
         self.domain = settings.sender_domain
         from_name = settings.from_name or site.name
-        self.from_header = formataddr((from_name, settings.from_address or "nobody@localhost"))
+        #: the From line(s), folded (RFC 5322, RFC 2047): the same for every message
+        self.from_header = phrase_header(
+            "From", from_name, settings.from_address or "nobody@localhost"
+        )
         self.list_id = settings.list_id or f"gongkai.{self.domain}"
 
     #: the bounce limit the core applies to this channel's hard bounces
@@ -551,7 +596,7 @@ class MailChannel(ChannelAdapter):
             )
         boundary = "=_gk_" + hashlib.sha256(subject.key.encode()).hexdigest()[:24]
         head = [
-            f"From: {self.from_header}",
+            self.from_header,
             f"Subject: {encode_header(title)}",
             f"Date: {format_datetime(when.astimezone(self.tz))}",
             "MIME-Version: 1.0",
@@ -559,7 +604,7 @@ class MailChannel(ChannelAdapter):
         if self.mail.reply_to:
             head.append(f"Reply-To: {self.mail.reply_to}")
         if listed:
-            head.append(f"List-Id: {encode_header(self.site.name)} <{self.list_id}>")
+            head.append(phrase_header("List-Id", self.site.name, self.list_id))
         else:
             head.append("Auto-Submitted: auto-generated")
         head.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')

@@ -29,13 +29,14 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote
 
 import aiohttp
+import sqlalchemy as sa
 from feedgen.entry import FeedEntry
 from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedGenerator
@@ -58,7 +59,8 @@ from channels.base import (
 from publisher.config import ALL_FEED, Config
 from publisher.metrics import METRICS
 from publisher.models import Disclosure, Item, ItemStatus
-from publisher.store.sql import EventKind, ItemQuery, SqlStore
+from publisher.store import schema as t
+from publisher.store.sql import EventKind, ItemQuery, SqlStore, utcnow
 from publisher.text import derive_summary, render_body
 from publisher.textclean import describe, forbidden_chars
 
@@ -68,6 +70,9 @@ log = logging.getLogger("publisher.channels.rss")
 CATALOGUE_NS = "urn:gongkai-publisher:catalogue:1"
 CATALOGUE_PREFIX = "gk"
 ATOM_NS = "http://www.w3.org/2005/Atom"
+#: RFC 6721: at:deleted-entry, the tombstone of an entry that left the feed
+TOMBSTONE_NS = "http://purl.org/atompub/tombstones/1.0"
+TOMBSTONE_PREFIX = "at"
 FEED_FORMATS = {"rss": "application/rss+xml", "atom": "application/atom+xml"}
 #: before any item was published, a feed is still valid: it says it changed at the epoch
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -84,6 +89,8 @@ class FeedSettings(ChannelSettings):
     entries: int = Field(default=50, ge=1, le=10000)
     #: seconds to wait for the hub
     timeout: float = Field(default=10.0, gt=0)
+    #: days an Atom feed keeps the RFC 6721 tombstone of a withdrawn or expired entry (0: none)
+    tombstone_days: int = Field(default=30, ge=0, le=3650)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,14 +117,48 @@ class EntryData:
     attachments: tuple[dict[str, Any], ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """An entry that left the feed (its item withdrawn or expired), and when."""
+
+    item_id: str
+    when: datetime
+
+
+def feed_time(value: datetime, tz: tzinfo) -> datetime:
+    """A feed date: the site's offset, whole seconds. A fraction of a second is valid
+    RFC 3339, but some readers (newsboat) then misread the offset and show the date hours
+    off; RSS 2.0's RFC 822 dates have no fraction anyway."""
+    return value.astimezone(tz).replace(microsecond=0)
+
+
 class CatalogueFeedExtension(BaseExtension):  # type: ignore[misc]
-    """Declares the catalogue namespace, and the WebSub hub in RSS (feedgen only writes rel=self)."""
+    """Declares the catalogue namespace, writes the WebSub hub in RSS (feedgen only writes
+    rel=self) and the tombstones in Atom."""
 
     def __init__(self) -> None:
         self.hub: str | None = None
+        #: set for the Atom document only (RSS 2.0 has no tombstones)
+        self.tombstones: tuple[Tombstone, ...] = ()
+        self.tz: tzinfo = UTC
 
     def extend_ns(self) -> dict[str, str]:
-        return {CATALOGUE_PREFIX: CATALOGUE_NS}
+        ns = {CATALOGUE_PREFIX: CATALOGUE_NS}
+        if self.tombstones:
+            ns[TOMBSTONE_PREFIX] = TOMBSTONE_NS
+        return ns
+
+    def extend_atom(self, feed: Any) -> Any:
+        # feedgen appends the entries after this: the tombstones precede them, as RFC 4287's
+        # schema wants extension elements of atom:feed (RFC 6721 allows them anywhere)
+        for ts in self.tombstones:
+            etree.SubElement(
+                feed,
+                f"{{{TOMBSTONE_NS}}}deleted-entry",
+                ref=f"urn:uuid:{ts.item_id}",
+                when=feed_time(ts.when, self.tz).isoformat(),
+            )
+        return feed
 
     def extend_rss(self, feed: Any) -> Any:
         if self.hub:
@@ -136,16 +177,17 @@ class CatalogueEntryExtension(BaseEntryExtension):  # type: ignore[misc]
         d = self.data
         if d is not None:
             # feedgen 1.0 writes an entry's atom:link without its rel, type and length
-            # (a shadowed variable), so every link would read as rel="alternate": write them here
-            for old in entry.findall(f"{{{ATOM_NS}}}link"):
+            # (a shadowed variable), so every link would read as rel="alternate": write them
+            # here instead. feedgen builds the entry in no namespace and appends it to a feed
+            # whose default namespace is Atom, so its links are plain `link` elements: ours
+            # are too (an Atom-qualified element would carry its own ns0: declaration)
+            for old in [*entry.findall("link"), *entry.findall(f"{{{ATOM_NS}}}link")]:
                 entry.remove(old)
-            etree.SubElement(
-                entry, f"{{{ATOM_NS}}}link", href=d.public_url, rel="alternate", type="text/html"
-            )
+            etree.SubElement(entry, "link", href=d.public_url, rel="alternate", type="text/html")
             for a in d.attachments:
                 etree.SubElement(
                     entry,
-                    f"{{{ATOM_NS}}}link",
+                    "link",
                     href=a["url"],
                     rel="enclosure",
                     type=a.get("content_type") or "application/octet-stream",
@@ -230,9 +272,11 @@ def build_feeds(
     entries: list[EntryData],
     updated: datetime,
     hub: str | None,
+    tombstones: tuple[Tombstone, ...] = (),
 ) -> dict[str, bytes]:
-    """Both documents of feed `name` ("all" or a category slug). Pure and deterministic:
-    the same entries give the same bytes, so an unchanged feed keeps its ETag."""
+    """Both documents of feed `name` ("all" or a category slug); the Atom one also carries
+    `tombstones`. Pure and deterministic: the same entries give the same bytes, so an
+    unchanged feed keeps its ETag."""
     tz = config.site.tz
     site = config.site
     category = config.category(name)
@@ -244,6 +288,7 @@ def build_feeds(
     fg.load_extension("dc", atom=False, rss=True)
     ext: CatalogueFeedExtension = getattr(fg, CATALOGUE_PREFIX)
     ext.hub = hub
+    ext.tz = tz
     title = site.name if category is None else f"{site.name} · {category.name}"
     fg.id(feed_url(config, name, "atom"))
     fg.title(title)
@@ -254,10 +299,7 @@ def build_feeds(
     fg.language("zh-CN")
     fg.generator("Gongkai Publisher")
     catalogue = f"{site.public_base}/" + (f"?category={name}" if category else "")
-    fg.link(href=catalogue, rel="alternate", type="text/html")
-    fg.updated(updated.astimezone(tz))
-    if hub:
-        fg.link(href=hub, rel="hub")
+    fg.updated(feed_time(updated, tz))
     for d in entries:
         fe: FeedEntry = fg.add_entry(order="append")
         getattr(fe, CATALOGUE_PREFIX).data = d
@@ -272,9 +314,10 @@ def build_feeds(
         fe.category(term=d.category, label=d.category_name, scheme=f"{site.public_base}/")
         fe.author({"name": d.agency})
         fe.dc.dc_creator(d.agency)
-        fe.published(d.published.astimezone(tz))
-        fe.updated(d.updated.astimezone(tz))
-        for a in d.attachments:
+        fe.published(feed_time(d.published, tz))
+        fe.updated(feed_time(d.updated, tz))
+        # RSS 2.0's one <enclosure> (Atom's links are the extension's: one rel="enclosure" each)
+        for a in d.attachments[:1]:
             fe.link(
                 href=a["url"],
                 rel="enclosure",
@@ -282,15 +325,18 @@ def build_feeds(
                 length=str(a["size"]),
             )
     out: dict[str, bytes] = {}
-    fg.link(href=feed_url(config, name, "rss"), rel="self", type=FEED_FORMATS["rss"])
-    out["rss"] = fg.rss_str(pretty=False)
-    fg.link(
-        href=feed_url(config, name, "atom"), rel="self", type=FEED_FORMATS["atom"], replace=True
-    )
-    if hub:
-        fg.link(href=hub, rel="hub")
-    fg.link(href=catalogue, rel="alternate", type="text/html")
-    out["atom"] = fg.atom_str(pretty=False)
+    for fmt in ("rss", "atom"):
+        fg.link(href=feed_url(config, name, fmt), rel="self", type=FEED_FORMATS[fmt], replace=True)
+        if hub:
+            fg.link(href=hub, rel="hub")
+        # last: feedgen takes the feed's last link for RSS's <channel><link>, which is the
+        # HTML page of the feed (RSS 2.0), not the feed itself
+        fg.link(href=catalogue, rel="alternate", type="text/html")
+        if fmt == "atom":
+            ext.tombstones = tombstones  # RSS 2.0 has no tombstones
+            out[fmt] = fg.atom_str(pretty=False)
+        else:
+            out[fmt] = fg.rss_str(pretty=False)
     return out
 
 
@@ -300,6 +346,7 @@ def build_feeds_safely(
     entries: list[EntryData],
     updated: datetime,
     hub: str | None,
+    tombstones: tuple[Tombstone, ...] = (),
 ) -> tuple[dict[str, bytes], list[LeftOut]]:
     """`build_feeds` without the entries that cannot be written, and those left out.
 
@@ -315,7 +362,7 @@ def build_feeds_safely(
         else:
             left_out.append(LeftOut(d.item_id, why))
     try:
-        return build_feeds(config, name, kept, updated, hub), left_out
+        return build_feeds(config, name, kept, updated, hub, tombstones), left_out
     except Exception:  # whatever an entry holds, the other entries are still written
         survivors = []
         for d in kept:
@@ -325,7 +372,7 @@ def build_feeds_safely(
                 left_out.append(LeftOut(d.item_id, f"{type(exc).__name__}: {exc}"[:300]))
             else:
                 survivors.append(d)
-        return build_feeds(config, name, survivors, updated, hub), left_out
+        return build_feeds(config, name, survivors, updated, hub, tombstones), left_out
 
 
 def entry_from_item(config: Config, item: Item, corrected_at: datetime | None) -> EntryData:
@@ -441,6 +488,37 @@ async def read_feed(
     return entries, updated
 
 
+async def read_tombstones(
+    store: SqlStore, name: str, days: int, now: datetime | None = None
+) -> tuple[Tombstone, ...]:
+    """The proactive items of feed `name` withdrawn or expired in the last `days` days,
+    newest first: their entries' tombstones (RFC 6721). An item that is published again
+    has its entry back, and no tombstone."""
+    if days <= 0:
+        return ()
+    since = (now or utcnow()) - timedelta(days=days)
+    when = sa.func.coalesce(t.items.c.withdrawn_at, t.items.c.expired_at)
+    stmt = (
+        sa.select(t.items.c.id, t.items.c.withdrawn_at, t.items.c.expired_at)
+        .where(
+            t.items.c.status.in_([ItemStatus.WITHDRAWN.value, ItemStatus.EXPIRED.value]),
+            t.items.c.disclosure == Disclosure.PROACTIVE.value,
+            t.items.c.published_at.is_not(None),
+            when >= since,
+        )
+        .order_by(when.desc(), t.items.c.id)
+    )
+    if name != ALL_FEED:
+        stmt = stmt.where(t.items.c.category == name)
+    async with store.read() as conn:
+        rows = (await conn.execute(stmt)).all()
+    return tuple(
+        Tombstone(item_id, withdrawn_at or expired_at)
+        for item_id, withdrawn_at, expired_at in rows
+        if (withdrawn_at or expired_at) is not None
+    )
+
+
 def write_atomically(path: Path, data: bytes) -> None:
     """Readers see the old file or the new one, never half of one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -538,8 +616,15 @@ class FeedChannel(ChannelAdapter):
         entries, updated = await read_feed(
             self.config, self.store, name, self.feed_settings.entries, self._entries
         )
+        tombstones = await read_tombstones(self.store, name, self.feed_settings.tombstone_days)
         docs, left_out = await asyncio.to_thread(
-            build_feeds_safely, self.config, name, entries, updated, self.feed_settings.hub_url
+            build_feeds_safely,
+            self.config,
+            name,
+            entries,
+            updated,
+            self.feed_settings.hub_url,
+            tombstones,
         )
         for lo in left_out:
             log.warning("feed %s: left out the entry of item %s: %s", name, lo.item_id, lo.reason)
