@@ -166,8 +166,9 @@ def _configure_logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # every scheduler tick and every schema check would be logged otherwise
-    for noisy in ("apscheduler", "alembic"):
+    # every scheduler tick and every schema check would be logged otherwise, and some
+    # seven lines of WeasyPrint's progress ("Step 1 - Fetching …") for every PDF rendered
+    for noisy in ("apscheduler", "alembic", "weasyprint.progress"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -282,3 +282,39 @@ def test_cover_never_breaks_inside_an_index_number(
     for text in (page_text(pdf, 1), page_text(pdf, 1, raw=True)):
         for number in numbers:
             assert number in text, text
+
+
+def test_serve_logging_keeps_weasyprint_progress_out_of_the_log(
+    config: Config, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """WeasyPrint logs some seven INFO lines ("Step 1 - Fetching and parsing HTML" …) per
+    render to `weasyprint.progress`: the logging `serve` and `worker` set up keeps them out,
+    and keeps its warnings."""
+    import logging
+
+    from publisher.cli import _configure_logging
+
+    html = poster_html(
+        _poster(config, body_html="<p>正文。</p>"),
+        site_name=config.site.name,
+        site_agency=config.site.agency,
+        paper="A4",
+        orientation="portrait",
+    )
+    progress = logging.getLogger("weasyprint.progress")
+    saved = {name: logging.getLogger(name).level for name in ("apscheduler", "alembic")}
+    saved_progress = progress.level
+    caplog.set_level(logging.INFO)
+    try:
+        pdf_of([html])
+        assert [r for r in caplog.records if r.name == "weasyprint.progress"]  # it does talk
+        caplog.clear()
+        _configure_logging()
+        pdf_of([html])
+        quiet = [r for r in caplog.records if r.name.startswith("weasyprint")]
+        assert [r.getMessage() for r in quiet if r.levelno < logging.WARNING] == []
+        assert progress.getEffectiveLevel() == logging.WARNING
+    finally:
+        progress.setLevel(saved_progress)
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
