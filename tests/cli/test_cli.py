@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import stat
 import subprocess
@@ -190,6 +191,37 @@ async def test_bad_import_files_stop_before_any_write(site: Path, tmp_path: Path
     one_line_error(with_bad, str(bad), "火星")
     one_line_error(with_missing, str(missing), "no such file")
     assert [row[1] for row in await stored_items(site)] == [SAMPLE_INDEX_NO]
+
+
+def _make_run_import() -> list[str]:
+    """The arguments `make run` gives `publisher import` (make -n: printed, not run)."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed (Debian: build-essential)")
+    printed = subprocess.run(
+        ["make", "-s", "-n", "run", "VENV=/nonexistent", "PUBLISHER=publisher"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    [line] = [ln for ln in printed.splitlines() if " import " in ln]
+    words = shlex.split(line.partition("then ")[2].rpartition(";")[0])
+    assert words[:3] == ["publisher", "--config", "config.yaml"], line
+    return words[3:]
+
+
+async def test_make_run_imports_the_sample_with_its_title(tmp_path: Path) -> None:
+    """The sample's page has no title line (its first line is a sentence): `make run`
+    names the report, so the catalogue shows its real title, not the body's first
+    sentence."""
+    args = _make_run_import()
+    assert args[0] == "import" and Path(args[1]) == SAMPLE.relative_to(REPO)
+    cfg = make_site(tmp_path / "make-run")
+    ok(cli(cfg, "db", "upgrade"))
+    ok(cli(cfg, *args, cwd=REPO))
+    data = listed(cli(cfg, "items", "list", "--json"))
+    assert [i["title"] for i in data["items"]] == ["上余镇2013年政府信息公开工作年度报告"]
+    assert data["items"][0]["body"].startswith("根据《中华人民共和国政府信息公开条例》规定")
 
 
 # -- users and tokens --------------------------------------------------------------------------------
