@@ -331,6 +331,71 @@ def test_bad_configuration_is_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "good" / "data").exists()  # nothing touched with a bad config
 
 
+def test_every_config_error_is_one_line_for_serve_worker_and_db_upgrade(tmp_path: Path) -> None:
+    """The mistakes of issue 18, through the commands that start or prepare the service:
+    exit 2, exactly one line (no pydantic block, no `Unclosed client session`), naming the
+    key, what is wrong and where the value came from; nothing is created."""
+
+    def short_secret(tree: dict[str, Any]) -> None:
+        tree["channels"]["sms"]["settings"] = {"inbound_secret": "too-short"}
+
+    def misspelt(tree: dict[str, Any]) -> None:
+        tree["site"]["nmae"] = tree["site"].pop("name")
+
+    secret_file = make_site(tmp_path / "secret", short_secret)
+    typo = make_site(tmp_path / "typo", misspelt)
+    good = make_site(tmp_path / "good")
+    cases: list[tuple[Path, dict[str, str], tuple[str, ...]]] = [
+        (
+            secret_file,
+            {},
+            (str(secret_file), "channels.sms.settings.inbound_secret", "at least 16 characters"),
+        ),
+        (
+            good,
+            {"PUBLISHER__CHANNELS__SMS__SETTINGS__INBOUND_SECRET": "abc"},
+            (
+                "environment variable PUBLISHER__CHANNELS__SMS__SETTINGS__INBOUND_SECRET",
+                "channels.sms.settings.inbound_secret",
+                "at least 16 characters",
+            ),
+        ),
+        (typo, {}, ("site.nmae", "unknown key `nmae` — did you mean `name`?")),
+        (
+            good,
+            {"PUBLISHER__SERVER__PORT": "abc"},
+            ("environment variable PUBLISHER__SERVER__PORT", "server.port", "integer"),
+        ),
+        (
+            good,
+            {"PUBLISHER__CHANNELS__SMS__QUIET_HOURS__START": "9pm"},
+            ("channels.sms.quiet_hours.start", "HH:MM", "24-hour", "'9pm'"),
+        ),
+    ]
+    serve, worker, upgrade = ("serve", "--port", "1"), ("worker",), ("db", "upgrade")
+    # each start-up costs seconds: the channel settings on all three commands, the rest
+    # spread over them
+    commands = [(serve, worker, upgrade), (serve,), (worker,), (upgrade,), (serve,)]
+    runs = [
+        (cfg, env, needles, command)
+        for (cfg, env, needles), some in zip(cases, commands, strict=True)
+        for command in some
+    ]
+    results = parallel(
+        *(
+            (lambda cfg=cfg, env=env, command=command: cli(cfg, *command, env=env))
+            for cfg, env, _, command in runs
+        )
+    )
+    for (cfg, env, needles, command), result in zip(runs, results, strict=True):
+        line = one_line_error(result, *needles)
+        assert "validation error" not in line and "pydantic" not in line, (command, line)
+        if env:
+            assert str(cfg) not in line, (command, line)
+    for folder in ("secret", "typo", "good"):
+        assert not (tmp_path / folder / "data").exists()  # nothing touched with a bad config
+
+
 # -- backup and restore ----------------------------------------------------------------------------------
 
 
