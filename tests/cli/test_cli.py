@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import stat
@@ -222,6 +223,32 @@ async def test_make_run_imports_the_sample_with_its_title(tmp_path: Path) -> Non
     data = listed(cli(cfg, "items", "list", "--json"))
     assert [i["title"] for i in data["items"]] == ["上余镇2013年政府信息公开工作年度报告"]
     assert data["items"][0]["body"].startswith("根据《中华人民共和国政府信息公开条例》规定")
+
+
+async def test_readme_tour_staff_can_log_in(tmp_path: Path) -> None:
+    """The README's tour on a fresh clone: the editor and the reviewer it creates both get
+    a password a reasonable policy accepts (12 or more characters), so the web review it
+    describes can happen."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    top = readme.partition("## What is here")[0]
+    adds = re.findall(r"^\s*\.venv/bin/publisher user add (\S+) --role (\S+)(.*)$", top, flags=re.M)
+    assert {role for _, role, _ in adds} >= {"editor", "reviewer"}, adds
+    users = []
+    for name, role, rest in adds:
+        given = re.fullmatch(r" --password-stdin <<< '([^']+)'\s*", rest)
+        assert given, f"{name} gets no password: {rest!r}"
+        assert len(given.group(1)) >= 12, given.group(1)
+        users.append((name, role, given.group(1)))
+    cfg = make_site(tmp_path / "tour")
+    ok(cli(cfg, "db", "upgrade"))
+    for name, role, password in users:  # a here-string ends with a newline
+        ok(cli(cfg, "user", "add", name, "--role", role, "--password-stdin", stdin=password + "\n"))
+    store = open_store(cfg)
+    try:
+        for name, role, password in users:
+            assert (await store.verify_password(name, password)).role.value == role
+    finally:
+        await store.close()
 
 
 # -- users and tokens --------------------------------------------------------------------------------
