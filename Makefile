@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 PUBLISHER := $(VENV)/bin/publisher
 CONFIG ?= config.yaml
 SAMPLE ?= samples/shangyu-2013-disclosure-report.txt
+# the sample page has no title line (its first line is a sentence of the body): its title
+SAMPLE_TITLE ?= 上余镇2013年政府信息公开工作年度报告
 # Debian packages: Python's venv, PostgreSQL client tools (pg_isready), build tools,
 # Kannel (the SMS gateway the sms tests run against; kannel-extras has its fake SMSC),
 # WeasyPrint's Pango, CJK fonts and HarfBuzz subsetting (PDF reports), pdftotext (tests),
@@ -41,7 +43,7 @@ venv: $(VENV)/.installed ## create the virtualenv and install the project
 run: venv ## set up and serve on http://127.0.0.1:8080 with SQLite
 	$(PUBLISHER) --config $(CONFIG) key generate
 	$(PUBLISHER) --config $(CONFIG) db upgrade
-	@if [ -f $(SAMPLE) ]; then $(PUBLISHER) --config $(CONFIG) import $(SAMPLE); fi
+	@if [ -f $(SAMPLE) ]; then $(PUBLISHER) --config $(CONFIG) import $(SAMPLE) --title '$(SAMPLE_TITLE)'; fi
 	$(PUBLISHER) --config $(CONFIG) serve
 
 lint: venv ## ruff

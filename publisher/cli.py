@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gc
 import json
 import logging
@@ -27,7 +28,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from publisher.config import Config, load_config
-from publisher.delivery import DeliveryWorker
+from publisher.delivery import DeliveryWorker, check_channels
 from publisher.errors import ConfigError, PublisherError, ValidationFailed
 from publisher.models import BodyFormat, Disclosure, ItemStatus, Role
 from publisher.store import open_store, upgrade
@@ -56,14 +57,18 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         raise CliError(f"cannot reach the store: {exc}") from None
 
 
-def config_of(ctx: click.Context) -> Config:
+def config_of(ctx: click.Context, *, channels: bool = False) -> Config:
+    """The validated config; with `channels`, every enabled channel's settings too (the
+    commands that start or prepare the service refuse a bad one before touching anything)."""
     obj = ctx.ensure_object(dict)
-    if "config" not in obj:
-        try:
+    try:
+        if "config" not in obj:
             obj["config"] = load_config(obj["config_path"])
-        except ConfigError as exc:
-            raise CliError(exc.detail) from None
-    config: Config = obj["config"]
+        config: Config = obj["config"]
+        if channels:
+            check_channels(config)
+    except ConfigError as exc:
+        raise CliError(exc.detail) from None
     return config
 
 
@@ -113,7 +118,7 @@ def cli(ctx: click.Context, config_path: Path) -> None:
 @click.pass_context
 def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     """Web, API, scheduler and delivery workers in one process."""
-    config = config_of(ctx)
+    config = config_of(ctx, channels=True)
     _configure_logging()
     run(_serve(config, host or config.server.host, port or config.server.port))
 
@@ -132,9 +137,16 @@ async def _serve(config: Config, host: str, port: int) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
-    await scheduler.start()
-    await worker.start()
+    try:
+        await site.start()
+        await scheduler.start()
+        await worker.start()
+    except BaseException:  # e.g. a channel refusing its settings: close what was opened
+        with contextlib.suppress(Exception):  # (the scheduler may not have started)
+            await scheduler.stop()
+        await runner.cleanup()
+        await store.close()
+        raise
     settle_heap()
     click.echo(f"serving on http://{host}:{port} (store: {store.engine.dialect.name})", err=True)
     try:
@@ -166,8 +178,9 @@ def _configure_logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # every scheduler tick and every schema check would be logged otherwise
-    for noisy in ("apscheduler", "alembic"):
+    # every scheduler tick and every schema check would be logged otherwise, and some
+    # seven lines of WeasyPrint's progress ("Step 1 - Fetching …") for every PDF rendered
+    for noisy in ("apscheduler", "alembic", "weasyprint.progress"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -188,7 +201,7 @@ def worker(ctx: click.Context) -> None:
     Run several, on one or more machines, against one PostgreSQL store: rows are
     claimed with FOR UPDATE SKIP LOCKED, so none is sent twice.
     """
-    config = config_of(ctx)
+    config = config_of(ctx, channels=True)
     _configure_logging()
     run(_worker(config))
 
@@ -199,7 +212,11 @@ async def _worker(config: Config) -> None:
     store = await open_store(config)
     scheduler = PublicationScheduler(store, config.scheduler.sweep_seconds)
     engine = DeliveryWorker(store)
-    await engine.start()
+    try:
+        await engine.start()
+    except BaseException:
+        await store.close()
+        raise
     await scheduler.start()
     settle_heap()
     click.echo(f"worker {engine.worker_id} running (store: {store.engine.dialect.name})", err=True)
@@ -269,7 +286,7 @@ def db() -> None:
 @click.pass_context
 def db_upgrade(ctx: click.Context) -> None:
     """Apply the migrations (also done on every start)."""
-    config = config_of(ctx)
+    config = config_of(ctx, channels=True)
 
     async def body() -> str | None:
         from publisher.store import current_revision

@@ -6,16 +6,26 @@ the file from the one line the CLI prints.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
+import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from publisher.errors import ConfigError
 
@@ -140,11 +150,31 @@ class SecurityConfig(_Strict):
     data_key_file: str | None = None
 
 
+_HH_MM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
 class QuietHours(_Strict):
     """A nightly window (site time) in which non-urgent deliveries wait; may cross midnight."""
 
-    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
-    end: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    start: str
+    end: str
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _time_of_day(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+            # YAML 1.1 reads an unquoted 21:00 as sexagesimal: the number 1260
+            hh_mm = f"{value // 60:02d}:{value % 60:02d}"
+            raise ValueError(
+                f'must be a time in quotes ("{hh_mm}"): unquoted, YAML reads {hh_mm} '
+                f"as the number {value}"
+            )
+        if isinstance(value, str) and not _HH_MM.match(value.strip()):
+            raise ValueError(
+                "must be a time of day as HH:MM on the 24-hour clock, two digits each "
+                f"(e.g. 21:00 or 08:00), not {value!r}"
+            )
+        return value.strip() if isinstance(value, str) else value
 
 
 class EndpointConfig(_Strict):
@@ -266,6 +296,10 @@ class Config(_Strict):
     reports: ReportsConfig = ReportsConfig()
     #: folder of the config file; relative paths are resolved against it
     base_dir: Path = Path(".")
+    #: where each value came from, for messages: the file, or the environment variable
+    #: (by the key path it set) that overrode it
+    _file: str = PrivateAttr(default="config.yaml")
+    _env_sources: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _unique_slugs(self) -> Config:
@@ -308,6 +342,16 @@ class Config(_Strict):
     def feeds_path(self) -> Path:
         return self.resolve_path(self.storage.feeds_dir)
 
+    def explain(
+        self,
+        exc: ValidationError,
+        prefix: tuple[str, ...] = (),
+        model: type[BaseModel] | None = None,
+    ) -> str:
+        """One line for a validation error of the value at `prefix` (validated by `model`,
+        e.g. a channel's Settings), blamed on the file or the environment variable."""
+        return describe_error(exc, self._file, self._env_sources, prefix, model)
+
     def data_key(self) -> bytes:
         """The key that encrypts residents' addresses; raises ConfigError when unset."""
         sec = self.security
@@ -349,8 +393,13 @@ def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
         node[last] = value
 
 
-def apply_env_overrides(tree: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    """PUBLISHER__STORAGE__URL=... overrides storage.url; values parse as YAML scalars."""
+def apply_env_overrides(
+    tree: dict[str, Any],
+    environ: Mapping[str, str],
+    sources: dict[tuple[str, ...], str] | None = None,
+) -> dict[str, Any]:
+    """PUBLISHER__STORAGE__URL=... overrides storage.url; values parse as YAML scalars.
+    `sources`, when given, gets the variable's name under each key path it set."""
     for name in sorted(environ):
         if not name.startswith(ENV_PREFIX):
             continue
@@ -367,22 +416,107 @@ def apply_env_overrides(tree: dict[str, Any], environ: Mapping[str, str]) -> dic
             # it verbatim (an all-digit agency code, a key) and validation reads bools and
             # numbers ("false", "10") from it
             value = raw.strip()
-        _set_path(tree, path, value)
+        try:
+            _set_path(tree, path, value)
+        except ConfigError as exc:
+            raise ConfigError(f"environment variable {name}: {exc.detail}") from None
+        if sources is not None:
+            sources[tuple(path)] = name
     return tree
 
 
-def _describe(exc: ValidationError, source: str) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-    elif err["type"] == "missing":
-        msg = "required key is missing"
-    msg = msg.removeprefix("Value error, ")
-    more = len(exc.errors()) - 1
+#: what a value that does not match a field's pattern should look like, in words
+_PATTERN_WORDS = {
+    r"^[0-9A-Za-z-]+$": "must be letters, digits and '-' only",
+    r"^https?://[^\s/]+(/[^\s]*)?$": "must be an http:// or https:// URL without spaces",
+    r"^[0-9A-Za-z]+$": "must be letters and digits only",
+    r"^[a-z]{2}(_[A-Z]{2})?$": "must be a language code such as zh_CN or en",
+}
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The model inside Optional[...] / list[...] / dict[str, ...] annotations, if any."""
+    while True:
+        origin = get_origin(annotation)
+        if origin in (Union, types.UnionType):
+            inner = [a for a in get_args(annotation) if a is not type(None)]
+            if len(inner) != 1:
+                return annotation
+            annotation = inner[0]
+        elif origin in (list, tuple, dict):
+            annotation = get_args(annotation)[-1] if get_args(annotation) else Any
+        else:
+            return annotation
+
+
+def _keys_at(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> list[str]:
+    """The keys the model allows at `loc` (a path of keys and list indexes)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or (isinstance(part, str) and part.isdigit()):
+            continue  # an element of a list: the annotation already names the element
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return []
+        current = _unwrap(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [k for k in current.model_fields if k != "base_dir"]
+    return []
+
+
+def _message(err: Any, model: type[BaseModel] | None, loc: tuple[Any, ...]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        key = str(loc[-1]) if loc else "?"
+        msg = f"unknown key `{key}`"
+        near = difflib.get_close_matches(key, _keys_at(model, loc[:-1]), n=1, cutoff=0.6)
+        return f"{msg} — did you mean `{near[0]}`?" if near else msg
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "string_pattern_mismatch":
+        pattern = str((err.get("ctx") or {}).get("pattern", ""))
+        return _PATTERN_WORDS.get(pattern, "does not have the form this key needs")
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return msg.replace("Input should be", "must be").replace("String should", "must")
+
+
+def describe_error(
+    exc: ValidationError,
+    file: str,
+    env_sources: Mapping[tuple[str, ...], str] | None = None,
+    prefix: tuple[str, ...] = (),
+    model: type[BaseModel] | None = None,
+) -> str:
+    """One line for a pydantic error: where the value came from (the file, or the
+    environment variable that set it), the key's dotted path, what is wrong, and how
+    many more problems there are. A misspelt key is one problem: the required key it
+    was meant to be is not reported missing as well."""
+    model = Config if model is None and not prefix else model
+    errors = [((*prefix, *e["loc"]), e) for e in exc.errors()]
+    meant: set[tuple[Any, ...]] = set()
+    for loc, err in errors:
+        if err["type"] == "extra_forbidden" and loc:
+            near = difflib.get_close_matches(
+                str(loc[-1]), _keys_at(model, loc[len(prefix) : -1]), n=1, cutoff=0.6
+            )
+            if near:
+                meant.add((*loc[:-1], near[0]))
+    errors = [(loc, e) for loc, e in errors if not (e["type"] == "missing" and loc in meant)]
+    # a misspelt key explains itself and often the errors after it: report it first
+    errors.sort(key=lambda le: le[1]["type"] != "extra_forbidden")
+    loc, err = errors[0]
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    msg = _message(err, model, loc[len(prefix) :])
+    source = file
+    for env_path, name in (env_sources or {}).items():
+        if tuple(str(p) for p in loc[: len(env_path)]) == env_path:
+            source = f"environment variable {name}"
+            break
+    more = len(errors) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"{source}: {loc}: {msg}{tail}"
+    return f"{source}: {path}: {msg}{tail}"
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -405,9 +539,13 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         ) from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: top level must be a mapping of keys")
-    tree = apply_env_overrides(tree, environ)
+    sources: dict[tuple[str, ...], str] = {}
+    tree = apply_env_overrides(tree, environ, sources)
     tree["base_dir"] = path.resolve().parent
     try:
-        return Config.model_validate(tree)
+        config = Config.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, str(path))) from None
+        raise ConfigError(describe_error(exc, str(path), sources)) from None
+    config._file = str(path)
+    config._env_sources = sources
+    return config

@@ -24,6 +24,7 @@ from datetime import time as dtime
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 
 from channels import load_adapter_class
 from channels.base import (
@@ -40,7 +41,7 @@ from channels.base import (
     TransientDeliveryError,
 )
 from publisher.addresses import AddressBox
-from publisher.config import ChannelConfig, Config, QuietHours
+from publisher.config import CHANNEL_NAMES, ChannelConfig, Config, QuietHours
 from publisher.digests import DIGEST_KIND, Digests
 from publisher.errors import ConfigError, ItemNotFound
 from publisher.fanout import FanOut
@@ -182,6 +183,36 @@ def effective_limits(adapter_limits: Limits, cfg: ChannelConfig) -> Limits:
     )
 
 
+def channel_settings(config: Config, name: str, cls: type[ChannelAdapter]) -> Any:
+    """Channel `name`'s settings validated by its adapter; a ConfigError of one line
+    naming the key (channels.<name>.settings.<key>) and where the value came from."""
+    try:
+        return cls.Settings.model_validate(config.channels.get(name).settings)
+    except ValidationError as exc:
+        raise ConfigError(
+            config.explain(exc, ("channels", name, "settings"), cls.Settings)
+        ) from None
+    except (ValueError, TypeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"channels.{name}.settings: {first}") from None
+
+
+def check_channels(config: Config) -> None:
+    """Every enabled channel's adapter and settings, validated without starting anything:
+    `serve`, `worker` and `db upgrade` refuse a bad one before they open or bind anything."""
+    for name in CHANNEL_NAMES:
+        cfg = config.channels.get(name)
+        if not cfg.enabled:
+            continue
+        try:
+            cls = load_adapter_class(name, cfg.adapter)
+        except LookupError as exc:
+            if cfg.adapter:
+                raise ConfigError(f"channels.{name}.adapter: {exc}") from None
+            continue  # no built-in adapter: its deliveries stay queued (start says so)
+        channel_settings(config, name, cls)
+
+
 class DeliveryWorker:
     """One worker process's engine: planner, one loop per channel, heartbeat."""
 
@@ -210,11 +241,16 @@ class DeliveryWorker:
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
-        await self._check_data_key()
-        await self._load_channels()
-        await self.fanout.ensure_endpoints()
-        await self.ledger.register_worker(self.worker_id, os.getpid())
-        await self._recover()
+        try:
+            await self._check_data_key()
+            await self._load_channels()
+            await self.fanout.ensure_endpoints()
+            await self.ledger.register_worker(self.worker_id, os.getpid())
+            await self._recover()
+        except BaseException:
+            # the adapters started so far (HTTP sessions, SMTP pools) close with the failure
+            await self._stack.aclose()
+            raise
         self._tasks = [
             asyncio.create_task(self._planner_loop(), name="planner"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
@@ -271,7 +307,7 @@ class DeliveryWorker:
         self._wake.set()
 
     async def _load_channels(self) -> None:
-        for name in ("portal", "rss", "sms", "email", "board"):
+        for name in CHANNEL_NAMES:
             cfg = self.config.channels.get(name)
             if not cfg.enabled:
                 continue
@@ -282,10 +318,7 @@ class DeliveryWorker:
                     raise ConfigError(f"channels.{name}.adapter: {exc}") from None
                 log.warning("%s; its deliveries stay queued", exc)
                 continue
-            try:
-                settings = cls.Settings.model_validate(cfg.settings)
-            except Exception as exc:
-                raise ConfigError(f"channels.{name}.settings: {exc}") from None
+            settings = channel_settings(self.config, name, cls)
             adapter = cls(settings, self.config.site, AdapterContext(self.config, self.store))
             try:
                 await adapter.start(self._stack)

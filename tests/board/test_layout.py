@@ -239,3 +239,82 @@ def test_landscape(layouts: dict[str, tuple[Config, Path]], tmp_path: Path) -> N
     info = pdf_info(path)
     width, height = (float(x) for x in re.findall(r"[\d.]+", info["Page size"])[:2])
     assert width > height and abs(width - 1190.55) < 0.1
+
+
+# -- the cover sheet of a pack ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("paper", "orientation"), [("A4", "portrait"), ("A3", "landscape")])
+def test_cover_never_breaks_inside_an_index_number(
+    config: Config, tmp_path: Path, paper: str, orientation: str
+) -> None:
+    """The 索引号 on the cover is read out and searched for: `…305088/2` | `026-00001` on
+    two lines is two wrong numbers. Each stays whole on one line, next to a long title."""
+    from datetime import UTC, datetime
+
+    from channels.base import Subject, Target
+    from channels.board import cover_html
+
+    need_tools()
+    numbers = ["113308810026305088/2026-00001", "113308810026305088/2026-00002"]
+    line = {
+        "title": "上余镇关于2026年度农村宅基地审批及农房建设管理有关事项的通知（第二次更正）",
+        "reason": "更正后的新版本",
+        "take_down_on": "另行通知",
+        "urgent": True,
+        "warning": "注意：到期日早于本栏最短张贴期（30 天）",
+    }
+    lines = (
+        {**line, "action": "post", "index_no": numbers[0]},
+        {**line, "action": "takedown", "index_no": numbers[1], "reason": "已更正，撤下旧版本"},
+    )
+    subject = Subject(
+        key="pack:7", kind="board_pack", item_id=ITEM_ID, revision=None, title="张贴单",
+        summary="", body="", body_html="", category="", category_name="", agency="上余镇",
+        index_no=None, doc_no=None, written_at=None, published_at=None, urgent=True,
+        public_url="", site_name=config.site.name, event_at=datetime(2026, 1, 5, tzinfo=UTC),
+        items=lines,
+    )  # fmt: skip
+    target = Target("e:1", "board", "board:1", "北村", {"paper": paper, "orientation": orientation})
+    cover = cover_html(subject, target, site_agency=config.site.agency, tz=config.site.tz)
+    pdf = tmp_path / "cover.pdf"
+    pdf.write_bytes(pdf_of([cover]))
+    for text in (page_text(pdf, 1), page_text(pdf, 1, raw=True)):
+        for number in numbers:
+            assert number in text, text
+
+
+def test_serve_logging_keeps_weasyprint_progress_out_of_the_log(
+    config: Config, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """WeasyPrint logs some seven INFO lines ("Step 1 - Fetching and parsing HTML" …) per
+    render to `weasyprint.progress`: the logging `serve` and `worker` set up keeps them out,
+    and keeps its warnings."""
+    import logging
+
+    from publisher.cli import _configure_logging
+
+    html = poster_html(
+        _poster(config, body_html="<p>正文。</p>"),
+        site_name=config.site.name,
+        site_agency=config.site.agency,
+        paper="A4",
+        orientation="portrait",
+    )
+    progress = logging.getLogger("weasyprint.progress")
+    saved = {name: logging.getLogger(name).level for name in ("apscheduler", "alembic")}
+    saved_progress = progress.level
+    caplog.set_level(logging.INFO)
+    try:
+        pdf_of([html])
+        assert [r for r in caplog.records if r.name == "weasyprint.progress"]  # it does talk
+        caplog.clear()
+        _configure_logging()
+        pdf_of([html])
+        quiet = [r for r in caplog.records if r.name.startswith("weasyprint")]
+        assert [r.getMessage() for r in quiet if r.levelno < logging.WARNING] == []
+        assert progress.getEffectiveLevel() == logging.WARNING
+    finally:
+        progress.setLevel(saved_progress)
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)

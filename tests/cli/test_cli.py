@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -192,6 +194,63 @@ async def test_bad_import_files_stop_before_any_write(site: Path, tmp_path: Path
     assert [row[1] for row in await stored_items(site)] == [SAMPLE_INDEX_NO]
 
 
+def _make_run_import() -> list[str]:
+    """The arguments `make run` gives `publisher import` (make -n: printed, not run)."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed (Debian: build-essential)")
+    printed = subprocess.run(
+        ["make", "-s", "-n", "run", "VENV=/nonexistent", "PUBLISHER=publisher"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    [line] = [ln for ln in printed.splitlines() if " import " in ln]
+    words = shlex.split(line.partition("then ")[2].rpartition(";")[0])
+    assert words[:3] == ["publisher", "--config", "config.yaml"], line
+    return words[3:]
+
+
+async def test_make_run_imports_the_sample_with_its_title(tmp_path: Path) -> None:
+    """The sample's page has no title line (its first line is a sentence): `make run`
+    names the report, so the catalogue shows its real title, not the body's first
+    sentence."""
+    args = _make_run_import()
+    assert args[0] == "import" and Path(args[1]) == SAMPLE.relative_to(REPO)
+    cfg = make_site(tmp_path / "make-run")
+    ok(cli(cfg, "db", "upgrade"))
+    ok(cli(cfg, *args, cwd=REPO))
+    data = listed(cli(cfg, "items", "list", "--json"))
+    assert [i["title"] for i in data["items"]] == ["上余镇2013年政府信息公开工作年度报告"]
+    assert data["items"][0]["body"].startswith("根据《中华人民共和国政府信息公开条例》规定")
+
+
+async def test_readme_tour_staff_can_log_in(tmp_path: Path) -> None:
+    """The README's tour on a fresh clone: the editor and the reviewer it creates both get
+    a password a reasonable policy accepts (12 or more characters), so the web review it
+    describes can happen."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    top = readme.partition("## What is here")[0]
+    adds = re.findall(r"^\s*\.venv/bin/publisher user add (\S+) --role (\S+)(.*)$", top, flags=re.M)
+    assert {role for _, role, _ in adds} >= {"editor", "reviewer"}, adds
+    users = []
+    for name, role, rest in adds:
+        given = re.fullmatch(r" --password-stdin <<< '([^']+)'\s*", rest)
+        assert given, f"{name} gets no password: {rest!r}"
+        assert len(given.group(1)) >= 12, given.group(1)
+        users.append((name, role, given.group(1)))
+    cfg = make_site(tmp_path / "tour")
+    ok(cli(cfg, "db", "upgrade"))
+    for name, role, password in users:  # a here-string ends with a newline
+        ok(cli(cfg, "user", "add", name, "--role", role, "--password-stdin", stdin=password + "\n"))
+    store = open_store(cfg)
+    try:
+        for name, role, password in users:
+            assert (await store.verify_password(name, password)).role.value == role
+    finally:
+        await store.close()
+
+
 # -- users and tokens --------------------------------------------------------------------------------
 
 
@@ -297,6 +356,71 @@ def test_bad_configuration_is_one_line(tmp_path: Path) -> None:
     one_line_error(bad_key, "site.colour", "unknown key")
     one_line_error(bad_zone, "site.timezone", "Mars/Olympus")
     assert not (tmp_path / "good" / "data").exists()  # nothing touched with a bad config
+
+
+def test_every_config_error_is_one_line_for_serve_worker_and_db_upgrade(tmp_path: Path) -> None:
+    """The mistakes of issue 18, through the commands that start or prepare the service:
+    exit 2, exactly one line (no pydantic block, no `Unclosed client session`), naming the
+    key, what is wrong and where the value came from; nothing is created."""
+
+    def short_secret(tree: dict[str, Any]) -> None:
+        tree["channels"]["sms"]["settings"] = {"inbound_secret": "too-short"}
+
+    def misspelt(tree: dict[str, Any]) -> None:
+        tree["site"]["nmae"] = tree["site"].pop("name")
+
+    secret_file = make_site(tmp_path / "secret", short_secret)
+    typo = make_site(tmp_path / "typo", misspelt)
+    good = make_site(tmp_path / "good")
+    cases: list[tuple[Path, dict[str, str], tuple[str, ...]]] = [
+        (
+            secret_file,
+            {},
+            (str(secret_file), "channels.sms.settings.inbound_secret", "at least 16 characters"),
+        ),
+        (
+            good,
+            {"PUBLISHER__CHANNELS__SMS__SETTINGS__INBOUND_SECRET": "abc"},
+            (
+                "environment variable PUBLISHER__CHANNELS__SMS__SETTINGS__INBOUND_SECRET",
+                "channels.sms.settings.inbound_secret",
+                "at least 16 characters",
+            ),
+        ),
+        (typo, {}, ("site.nmae", "unknown key `nmae` — did you mean `name`?")),
+        (
+            good,
+            {"PUBLISHER__SERVER__PORT": "abc"},
+            ("environment variable PUBLISHER__SERVER__PORT", "server.port", "integer"),
+        ),
+        (
+            good,
+            {"PUBLISHER__CHANNELS__SMS__QUIET_HOURS__START": "9pm"},
+            ("channels.sms.quiet_hours.start", "HH:MM", "24-hour", "'9pm'"),
+        ),
+    ]
+    serve, worker, upgrade = ("serve", "--port", "1"), ("worker",), ("db", "upgrade")
+    # each start-up costs seconds: the channel settings on all three commands, the rest
+    # spread over them
+    commands = [(serve, worker, upgrade), (serve,), (worker,), (upgrade,), (serve,)]
+    runs = [
+        (cfg, env, needles, command)
+        for (cfg, env, needles), some in zip(cases, commands, strict=True)
+        for command in some
+    ]
+    results = parallel(
+        *(
+            (lambda cfg=cfg, env=env, command=command: cli(cfg, *command, env=env))
+            for cfg, env, _, command in runs
+        )
+    )
+    for (cfg, env, needles, command), result in zip(runs, results, strict=True):
+        line = one_line_error(result, *needles)
+        assert "validation error" not in line and "pydantic" not in line, (command, line)
+        if env:
+            assert str(cfg) not in line, (command, line)
+    for folder in ("secret", "typo", "good"):
+        assert not (tmp_path / folder / "data").exists()  # nothing touched with a bad config
 
 
 # -- backup and restore ----------------------------------------------------------------------------------

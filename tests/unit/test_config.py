@@ -406,3 +406,85 @@ def test_config_is_frozen() -> None:
     config = load_config(REPO_CONFIG, {})
     with pytest.raises(ValueError):
         config.site.name = "changed"  # type: ignore[misc]
+
+
+# -- a mistake is named for what it is, where it came from ------------------------------------------
+
+
+def test_misspelt_key_is_named_with_the_key_it_means(write_config: Callable[..., Path]) -> None:
+    """`nmae:` for `name:` is one mistake, not "name is missing (and 1 more problem)"."""
+    message = config_error(write_config(lambda t: t["site"].update(nmae=t["site"].pop("name"))))
+    assert "site.nmae" in message
+    assert "unknown key `nmae` — did you mean `name`?" in message
+    assert "missing" not in message and "more problem" not in message
+
+
+def test_misspelt_section_is_named_with_the_section_it_means(
+    write_config: Callable[..., Path],
+) -> None:
+    message = config_error(write_config(lambda t: t.update(sever=t.pop("server"))))
+    assert "unknown key `sever` — did you mean `server`?" in message
+    assert "more problem" not in message
+
+
+def test_unknown_key_like_nothing_has_no_suggestion(write_config: Callable[..., Path]) -> None:
+    message = config_error(write_config(lambda t: t["site"].update(colour="red")))
+    assert message.endswith("site.colour: unknown key `colour`")
+
+
+def test_a_real_second_problem_is_still_counted(write_config: Callable[..., Path]) -> None:
+    def two(tree: dict[str, Any]) -> None:
+        tree["site"]["nmae"] = tree["site"].pop("name")
+        tree["server"]["port"] = "x"
+
+    message = config_error(write_config(two))
+    assert "did you mean `name`?" in message and "(and 1 more problem)" in message
+
+
+def test_env_value_is_blamed_on_the_variable_not_the_file() -> None:
+    message = config_error(REPO_CONFIG, {"PUBLISHER__SERVER__PORT": "abc"})
+    assert message.startswith("environment variable PUBLISHER__SERVER__PORT: server.port: ")
+    assert "integer" in message
+    assert str(REPO_CONFIG) not in message and "config.yaml" not in message
+    assert "abc" not in message  # values from the environment may be secrets
+
+
+def test_env_unknown_key_is_blamed_on_the_variable() -> None:
+    message = config_error(REPO_CONFIG, {"PUBLISHER__SITE__COLOUR": "red"})
+    assert message.startswith("environment variable PUBLISHER__SITE__COLOUR: site.colour: ")
+
+
+def test_file_value_is_still_blamed_on_the_file(write_config: Callable[..., Path]) -> None:
+    path = write_config(lambda t: t["server"].update(port="abc"))
+    message = config_error(path, {"PUBLISHER__SERVER__HOST": "0.0.0.0"})
+    assert message.startswith(f"{path}: server.port: ")
+
+
+@pytest.mark.parametrize("value", ["9pm", "24:00", "21.00", "7:30"])
+def test_quiet_hours_say_hh_mm_in_words(write_config: Callable[..., Path], value: str) -> None:
+    path = write_config(
+        lambda t: t["channels"]["sms"].update(quiet_hours={"start": value, "end": "08:00"})
+    )
+    message = config_error(path, {})
+    assert "channels.sms.quiet_hours.start" in message
+    assert "HH:MM" in message and "24-hour" in message and repr(value) in message
+    assert "^" not in message and "\\d" not in message  # no regular expression
+
+
+def test_quiet_hours_unquoted_in_yaml_say_to_quote(tmp_path: Path) -> None:
+    """YAML 1.1 reads an unquoted 21:00 as the number 1260."""
+    text = REPO_CONFIG.read_text(encoding="utf-8").replace(
+        'quiet_hours: {start: "21:00", end: "08:00"}', "quiet_hours: {start: 21:00, end: 08:00}"
+    )
+    assert "start: 21:00" in text
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    message = config_error(path)
+    assert "channels.sms.quiet_hours.start" in message
+    assert 'in quotes ("21:00")' in message
+
+
+def test_quiet_hours_from_env_keep_working() -> None:
+    config = load_config(REPO_CONFIG, {"PUBLISHER__CHANNELS__SMS__QUIET_HOURS__START": "22:30"})
+    quiet = config.channels.sms.quiet_hours
+    assert quiet is not None and (quiet.start, quiet.end) == ("22:30", "08:00")
