@@ -25,7 +25,7 @@ from publisher.recipients import Recipient, Recipients, RecipientStatus
 from publisher.store import schema as t
 from publisher.web.keys import STORE
 from publisher.web.problems import read_form
-from publisher.web.ui import views
+from publisher.web.ui import views, wording
 from publisher.web.ui.compose import _staff
 from publisher.web.ui.render import gettext_for, render
 from publisher.web.ui.session import current_session
@@ -134,7 +134,7 @@ async def set_password(request: web.Request) -> web.StreamResponse:
     except NotFound:
         return await _users_page(request, error=_("There is no such user."), status=404)
     except ValidationFailed as exc:
-        return await _users_page(request, error=exc.detail, status=422)
+        return await _users_page(request, error=wording.core_message(_, exc.detail), status=422)
     log.info("password of user %r set by %r", name, current_session(request).user.name)
     raise web.HTTPSeeOther(f"{_staff(request)}/admin/users?password=1")
 
