@@ -118,7 +118,7 @@ CORE_MESSAGES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
             N_("%(field)s: the year %(year)s is outside 1900–2200"),
         ),
         (
-            r"category: unknown category " + _ANY + r"; one of: .*",
+            r"categor(?:y|ies): unknown category '(?P<value>[^']*)'.*",
             N_("Category: there is no category %(value)s"),
         ),
         (
