@@ -210,6 +210,13 @@ CORE_MESSAGES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"索引号 (?P<value>\S+) is already in the store", N_("索引号 %(value)s is taken")),
         (r"no item with id " + _ANY, N_("There is no such item.")),
         (r"no such subscription", N_("There is no such subscription.")),
+        (r"pack \d+ is \w+: not ready yet", N_("it is not ready yet")),
+        (r"pack \d+ is \w+: it was not sent", N_("it was not sent")),
+        (
+            r"name: a board named '(?P<value>[^']*)' exists already",
+            N_("Name: there is a board named %(value)s already"),
+        ),
+        (r"(?P<field>\w+): must not be null", N_("%(field)s: must not be blank")),
         (r"this address is not subscribed", N_("This address is not subscribed.")),
         (
             r"frequency: must be immediate or daily",
