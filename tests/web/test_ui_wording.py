@@ -129,3 +129,23 @@ async def test_the_upload_limit_is_said_in_megabytes(config_factory: Any) -> Non
     finally:
         await client.close()
         await store.close()
+
+
+async def test_status_and_category_columns_keep_their_words_whole(config: Config) -> None:
+    client, store = await _browser(config)
+    try:
+        b = Browser(client)
+        await b.login("alice")
+        status, _, _ = await b.post("/staff/items/new", {**form(), "action": "save"})
+        assert status == 303
+        _status, html, _ = await b.get("/staff/")
+        assert re.search(r'<td class="col-status"><span class="status', html)
+        assert '<td class="col-category">农业农村</td>' in html
+        resp = await client.get("/static/ui/ui.css")
+        css = await resp.text()
+        rule = re.search(r"([^{}]*)\{\s*white-space:\s*nowrap;\s*\}", css)
+        assert rule and ".col-status" in rule[1] and ".col-category" in rule[1], css[-800:]
+        assert re.search(r"td\.col-category \{ min-width", css)
+    finally:
+        await client.close()
+        await store.close()
