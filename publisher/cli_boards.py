@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import click
+from rich.measure import Measurement
 from rich.table import Table
 
 from publisher.boards import BoardCreate, BoardPatch, Boards, parse_board
@@ -97,7 +98,15 @@ async def boards_list(store: SqlStore, as_json: bool) -> None:
             " ".join(x for x in (b["operator_phone"], b["operator_email"]) if x) or "-",
             "yes" if b["enabled"] else "no",
         )
-    console.print(table)
+    # as wide as the rows need: a name or a contact cut off at 80 columns ("下余村村委…")
+    # is no use to the person who has to find that board
+    needed = Measurement.get(console, console.options.update(max_width=10_000), table).maximum
+    width = console.width
+    console.width = max(width, needed)
+    try:
+        console.print(table, crop=False)
+    finally:
+        console.width = width
 
 
 @boards_group.command("edit")

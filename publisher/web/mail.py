@@ -30,9 +30,11 @@ from publisher.recipients import Frequency, Recipient, RecipientStatus
 from publisher.store.sql import SqlStore
 from publisher.subscriptions import TooManyRequests
 from publisher.web.api import json_response
+from publisher.web.i18n import translations
 from publisher.web.keys import CONFIG, STORE, WORKER
 from publisher.web.problems import problem, read_form
 from publisher.web.public import render_page, url_prefix
+from publisher.web.ui import wording
 
 log = logging.getLogger("publisher.mail")
 routes = web.RouteTableDef()
@@ -93,7 +95,8 @@ def _page(
     request: web.Request, heading: str, *, status: int = 200, message: str = "", **context: Any
 ) -> web.Response:
     context.setdefault("manage_url", None)
-    context.setdefault("subscribe_url", None)
+    context.setdefault("resubscribe_url", None)
+    context.setdefault("error", False)
     # the display toggles come back here only on a GET: a POST's page cannot be fetched again
     return render_page(
         request,
@@ -133,7 +136,7 @@ def _revoked(request: web.Request) -> web.Response:
             "此确认链接已经使用过，或者在您退订、注销之后已不再有效，本次订阅未生效。"
             "如需订阅，请重新提交订阅申请，并使用新邮件中的链接确认。"
         ),
-        subscribe_url=url_prefix(request.app[CONFIG]) + "/subscribe#email",
+        resubscribe_url=url_prefix(request.app[CONFIG]) + "/subscribe#email",
     )
 
 
@@ -215,7 +218,12 @@ def _left(request: web.Request) -> web.Response:
 
 
 def _manage_form(
-    request: web.Request, recipient: Recipient, *, status: int = 200, message: str = ""
+    request: web.Request,
+    recipient: Recipient,
+    *,
+    status: int = 200,
+    message: str = "",
+    error: bool = False,
 ) -> web.Response:
     config = request.app[CONFIG]
     return _page(
@@ -224,6 +232,7 @@ def _manage_form(
         status=status,
         mode="manage",
         message=message,
+        error=error,
         address=recipient.masked,
         taxonomy=config.taxonomy,
         chosen=list(recipient.categories),
@@ -259,7 +268,10 @@ async def manage(request: web.Request) -> web.Response:
     try:
         updated = await flow.update(recipient, categories, str(form.get("frequency", "")))
     except ValidationFailed as exc:
-        return _manage_form(request, recipient, status=422, message=f"未保存：{exc.detail}")
+        why = wording.core_message(
+            translations(request.app[CONFIG].ui.language).gettext, exc.detail
+        )
+        return _manage_form(request, recipient, status=422, message=f"未保存：{why}", error=True)
     return _manage_form(request, updated, message="已保存。")
 
 

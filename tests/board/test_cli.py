@@ -51,3 +51,25 @@ def test_boards_cli(tmp_path: Path) -> None:
     assert [(b["name"], b["orientation"], b["operator_phone"], b["enabled"]) for b in listed] == [
         ("下余村", "landscape", None, False)
     ]
+
+
+def test_boards_list_does_not_cut_long_names_at_80_columns(tmp_path: Path) -> None:
+    cfg = make_site(tmp_path)
+    ok(cli(cfg, "db", "upgrade"))
+    name = "上余镇下余村村民委员会东侧公开栏（靠近文化礼堂）"
+    location = "下余村文化礼堂东侧围墙，村民委员会办公楼南面"
+    ok(
+        cli(
+            cfg,
+            "boards",
+            "add",
+            name,
+            "--location",
+            location,
+            "--email",
+            "operator.of.the.board@shangyu.example.gov.cn",
+        )
+    )
+    out = ok(cli(cfg, "boards", "list", env={"COLUMNS": "80"})).stdout
+    assert "…" not in out, out
+    assert name in out and location in out, out

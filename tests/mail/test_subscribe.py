@@ -267,7 +267,7 @@ async def test_manage_and_unsubscribe_links_are_signed_per_purpose(web_store: An
             f"/subscribe/manage/{manage}",
             data=[("action", "save"), ("categories", "nope"), ("frequency", "daily")],
         )
-        assert resp.status == 422 and "unknown category" in await resp.text()
+        assert resp.status == 422 and "没有 nope 这个分类" in await resp.text()
 
         # the page's button (GET asks, POST leaves)
         resp = await api.client.get(f"/unsubscribe/{unsubscribe}")

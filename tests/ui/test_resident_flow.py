@@ -98,10 +98,22 @@ def test_a_resident_subscribes_by_sms_and_by_email_without_script(
     link = re.search(r"https?://[^/\s]+(/subscribe/confirm/[\w.-]+)", text)
     assert link, text
     page.goto(link[1])
-    page.get_by_role("button", name="确认订阅").click()
+    # the page behind the link is a resident page: large type holds here too (适老化)
+    page.get_by_role("link", name="大字版").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("确认订阅")
+    assert page.evaluate("document.documentElement.className") == "large"
+    button = page.get_by_role("button", name="确认订阅")
+    assert button.bounding_box()["height"] >= 44  # not the browser's default button
+    screenshot(page, "mail-confirm-large")
+    button.click()
     expect(page.get_by_role("heading", level=1)).to_have_text("订阅成功")
     sub = live.call(Recipients(live.store).get("email", EMAIL))
     assert sub.status is RecipientStatus.ACTIVE and sub.frequency.value == "daily"
+    manage = page.get_by_role("link", name="更改订阅的栏目或频率")
+    manage.click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("管理邮件订阅")
+    assert page.evaluate("document.documentElement.className") == "large"
+    screenshot(page, "mail-manage-large")
 
 
 def test_the_subscribe_form_works_with_the_keyboard_alone(

@@ -25,9 +25,9 @@ def sms_segments(page: Any) -> int:
 
 def compose(page: Any, *, summary: str = "短讯") -> None:
     page.goto("/staff/items/new")
-    page.get_by_label("标题").fill(TITLE)
+    page.get_by_role("textbox", name="标题").fill(TITLE)
     page.get_by_label("内容概述").fill(summary)
-    page.get_by_label("正文").fill(BODY)
+    page.get_by_role("textbox", name="正文").fill(BODY)
     page.get_by_label("主题分类").select_option("nync")
     for channel in ("政府门户网站", "RSS / Atom 订阅源", "短信", "电子邮件", "信息公告栏"):
         page.get_by_label(channel).check()

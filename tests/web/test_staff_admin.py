@@ -109,6 +109,84 @@ async def test_disable_ends_the_users_session(admin_ui: Any) -> None:
     assert status == 404
 
 
+async def test_admin_adds_an_account_with_the_clis_rules(
+    admin_ui: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    client, store = admin_ui
+    admin = await _admin(client)
+    status, html, _ = await admin.get("/staff/admin/users")
+    assert 'action="/staff/admin/users/add"' in html and 'name="role"' in html
+    caplog.set_level(logging.INFO, logger="publisher.web.ui.admin")
+    status, _, headers = await admin.post(
+        "/staff/admin/users/add", {"name": "dave", "role": "reviewer", "password": PASSWORD}
+    )
+    assert status == 303 and headers["Location"] == "/staff/admin/users?added=1"
+    dave = await store.get_user("dave")
+    assert dave.role is Role.REVIEWER and dave.has_password and not dave.disabled
+    assert "'dave' added as reviewer with a password by 'root'" in caplog.text
+    d = await new_browser(client)
+    async with d.client:
+        assert (await d.login("dave"))[0] == 303
+    # without a password: an API-token-only account, as `publisher user add` makes it
+    status, _, _ = await admin.post("/staff/admin/users/add", {"name": "bot", "role": "editor"})
+    assert status == 303 and not (await store.get_user("bot")).has_password
+    for data, code, words in (
+        ({"name": "erin", "role": "editor", "password": "short"}, 422, "8"),
+        ({"name": "erin", "role": "superuser", "password": PASSWORD}, 422, "角色"),
+        ({"name": "two words", "role": "editor"}, 422, "空格"),
+        ({"name": "system", "role": "editor"}, 422, "保留"),
+        ({"name": "dave", "role": "editor"}, 409, "已存在"),
+        ({"name": "", "role": "editor"}, 422, "用户名"),
+    ):
+        status, html, _ = await admin.post("/staff/admin/users/add", data)
+        assert status == code and words in html, (data, status)
+        assert 'role="alert"' in html
+    assert "erin" not in [u.name for u in await store.list_users()]
+    # other roles and requests without the CSRF token add nothing
+    status, _, _ = await admin.post(
+        "/staff/admin/users/add", {"name": "frank", "role": "admin"}, csrf=False
+    )
+    assert status == 403
+    alice = await new_browser(client)
+    async with alice.client:
+        await alice.login("alice")
+        status, _, _ = await alice.post("/staff/admin/users/add", {"name": "g", "role": "admin"})
+        assert status == 403
+    assert {u.name for u in await store.list_users()} >= {"dave", "bot"}
+    assert "frank" not in {u.name for u in await store.list_users()}
+
+
+async def test_admin_changes_a_role_and_the_sessions_end(
+    admin_ui: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    client, store = admin_ui
+    admin = await _admin(client)
+    caplog.set_level(logging.INFO, logger="publisher.web.ui.admin")
+    carol = await new_browser(client)
+    async with carol.client:
+        assert (await carol.login("carol"))[0] == 303
+        status, _, headers = await admin.post(
+            "/staff/admin/users/role", {"name": "carol", "role": "reviewer"}
+        )
+        assert status == 303 and headers["Location"] == "/staff/admin/users?role=1"
+        status, _, _ = await carol.get("/staff/")
+        assert status == 303  # her session ended
+    assert (await store.get_user("carol")).role is Role.REVIEWER
+    assert "'carol' given role reviewer by 'root'" in caplog.text
+    status, html, _ = await admin.get("/staff/admin/users?role=1")
+    assert 'role="status"' in html
+    status, _, _ = await admin.post("/staff/admin/users/role", {"name": "root", "role": "editor"})
+    assert status == 409 and (await store.get_user("root")).role is Role.ADMIN
+    status, _, _ = await admin.post("/staff/admin/users/role", {"name": "nobody", "role": "editor"})
+    assert status == 404
+    status, _, _ = await admin.post("/staff/admin/users/role", {"name": "carol", "role": "boss"})
+    assert status == 422
+    status, _, _ = await admin.post(
+        "/staff/admin/users/role", {"name": "carol", "role": "admin"}, csrf=False
+    )
+    assert status == 403 and (await store.get_user("carol")).role is Role.REVIEWER
+
+
 async def test_password_reset(admin_ui: Any) -> None:
     client, _ = admin_ui
     admin = await _admin(client)

@@ -1,7 +1,10 @@
 """Administration pages (admin role only): staff accounts and residents' data requests.
 
-/staff/admin/users lists the accounts (never a password hash or a token), disables one
-(its sessions and tokens end at once) and sets a new password (which ends its sessions).
+/staff/admin/users lists the accounts (never a password hash or a token), adds one and
+changes a role with the CLI's rules (`publisher user add` / `user role`: a known role, a
+password of at least 8 characters or none, the store's rules for names; a new role ends
+the user's sessions), disables one (its sessions and tokens end at once) and sets a new
+password (which ends its sessions). Each change is logged with who made it.
 /staff/admin/subscribers looks a resident up by address and answers a PIPL request with
 the same core functions as `publisher subscribers export` and `... erase`
 (publisher.recipients.Recipients). The address a member of staff typed is never shown
@@ -19,13 +22,13 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from publisher.addresses import mask
-from publisher.errors import ConfigError, Forbidden, NotFound, ValidationFailed
+from publisher.errors import ConfigError, Conflict, Forbidden, NotFound, ValidationFailed
 from publisher.models import Role
 from publisher.recipients import Recipient, Recipients, RecipientStatus
 from publisher.store import schema as t
 from publisher.web.keys import STORE
 from publisher.web.problems import read_form
-from publisher.web.ui import views
+from publisher.web.ui import views, wording
 from publisher.web.ui.compose import _staff
 from publisher.web.ui.render import gettext_for, render
 from publisher.web.ui.session import current_session
@@ -66,6 +69,7 @@ async def _users_page(
     error: str | None = None,
     notice: str | None = None,
     status: int = 200,
+    new_user: dict[str, str] | None = None,
 ) -> web.Response:
     users = await request.app[STORE].list_users()
     me = current_session(request).user.name
@@ -82,9 +86,12 @@ async def _users_page(
                 "disabled": u.disabled,
                 "has_password": u.has_password,
                 "me": u.name == me,
+                "role_value": u.role.value,
             }
             for u in users
         ],
+        roles=[(r.value, views.tr(request, views.ROLE_LABELS[r.value])) for r in Role],
+        new_user=new_user or {"name": "", "role": Role.EDITOR.value},
     )
 
 
@@ -97,6 +104,10 @@ async def users(request: web.Request) -> web.Response:
         notice = _("The account is disabled; its sessions and API tokens have ended.")
     elif request.query.get("password"):
         notice = _("The password is set; the account's sessions have ended.")
+    elif request.query.get("added"):
+        notice = _("The account is added.")
+    elif request.query.get("role"):
+        notice = _("The role is changed; the account's sessions have ended.")
     return await _users_page(request, notice=notice)
 
 
@@ -134,9 +145,74 @@ async def set_password(request: web.Request) -> web.StreamResponse:
     except NotFound:
         return await _users_page(request, error=_("There is no such user."), status=404)
     except ValidationFailed as exc:
-        return await _users_page(request, error=exc.detail, status=422)
+        return await _users_page(request, error=wording.core_message(_, exc.detail), status=422)
     log.info("password of user %r set by %r", name, current_session(request).user.name)
     raise web.HTTPSeeOther(f"{_staff(request)}/admin/users?password=1")
+
+
+def _role(form: Any) -> Role | None:
+    try:
+        return Role(_field(form, "role", 32))
+    except ValueError:
+        return None
+
+
+@routes.post("/staff/admin/users/add")
+async def add_user(request: web.Request) -> web.StreamResponse:
+    """`publisher user add NAME --role ROLE [--password-stdin]`, as a form."""
+    _check_admin(request)
+    _ = gettext_for(request).gettext
+    form = await read_form(request)
+    name = _field(form, "name", 200).strip()
+    role = _role(form)
+    password = _field(form, "password")
+    typed = {"name": name, "role": role.value if role else Role.EDITOR.value}
+    error = None
+    if not name:
+        error = _("Enter a user name.")
+    elif role is None:
+        error = _("Choose a role.")
+    elif password and len(password) < 8:
+        error = _("The new password must have at least 8 characters.")
+    if error is not None or role is None:
+        return await _users_page(request, error=error, status=422, new_user=typed)
+    try:
+        await request.app[STORE].add_user(name, role, password or None)
+    except (ValidationFailed, Conflict) as exc:
+        return await _users_page(
+            request,
+            error=wording.core_message(_, exc.detail),
+            status=exc.status,
+            new_user=typed,
+        )
+    log.info(
+        "user %r added as %s%s by %r",
+        name,
+        role.value,
+        " with a password" if password else "",
+        current_session(request).user.name,
+    )
+    raise web.HTTPSeeOther(f"{_staff(request)}/admin/users?added=1")
+
+
+@routes.post("/staff/admin/users/role")
+async def change_role(request: web.Request) -> web.StreamResponse:
+    """`publisher user role NAME ROLE`, as a form: the user's sessions end."""
+    _check_admin(request)
+    _ = gettext_for(request).gettext
+    form = await read_form(request)
+    name = _field(form, "name", 64).strip()
+    role = _role(form)
+    if role is None:
+        return await _users_page(request, error=_("Choose a role."), status=422)
+    if name == current_session(request).user.name:
+        return await _users_page(request, error=_("You cannot change your own role."), status=409)
+    try:
+        await request.app[STORE].set_role(name, role)
+    except NotFound:
+        return await _users_page(request, error=_("There is no such user."), status=404)
+    log.info("user %r given role %s by %r", name, role.value, current_session(request).user.name)
+    raise web.HTTPSeeOther(f"{_staff(request)}/admin/users?role=1")
 
 
 # -- residents' data (PIPL requests) ----------------------------------------------------

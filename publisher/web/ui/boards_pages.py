@@ -21,6 +21,8 @@ from typing import Any
 
 from aiohttp import web
 from multidict import MultiDictProxy
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from publisher import packs
 from publisher.addresses import mask
@@ -43,11 +45,11 @@ from publisher.errors import (
 )
 from publisher.models import Role
 from publisher.packs import PackNotReady
-from publisher.textclean import ForbiddenCharacters
+from publisher.textclean import ERROR_TYPE, ForbiddenCharacters
 from publisher.web.boards import _number, _pdf_response
 from publisher.web.keys import CONFIG, STORE
 from publisher.web.problems import read_form
-from publisher.web.ui import views
+from publisher.web.ui import views, wording
 from publisher.web.ui.admin import _check_admin
 from publisher.web.ui.compose import _staff
 from publisher.web.ui.render import gettext_for, render
@@ -218,7 +220,7 @@ async def record_posted(request: web.Request) -> web.StreamResponse:
         return await _list(
             request,
             error=_("Pack %(pack)s cannot be marked posted yet (%(detail)s).")
-            % {"pack": pack_id, "detail": exc.detail},
+            % {"pack": pack_id, "detail": wording.core_message(_, exc.detail)},
             status=409,
         )
     if not done.repeat:
@@ -304,15 +306,38 @@ def _data(values: dict[str, Any], form: MultiDictProxy[Any], *, new: bool) -> di
 
 
 def _message(request: web.Request, exc: PublisherError) -> str:
-    """The core's "field: message" with the field as the form labels it."""
+    """The core's "field: message" in the UI's language, the field as the form labels it."""
     tr = gettext_for(request).gettext
-    field, sep, rest = exc.detail.partition(": ")
+    field, sep, _rest = exc.detail.partition(": ")
     base = field.split(".")[0]
+    label = tr(FIELD_LABELS[base]) if sep and base in FIELD_LABELS else None
     if isinstance(exc, ForbiddenCharacters):
-        rest = forbidden_characters(request, exc.characters)
-    if sep and base in FIELD_LABELS:
-        return f"{tr(FIELD_LABELS[base])}: {rest}"
-    return f"{field}: {rest}" if isinstance(exc, ForbiddenCharacters) else exc.detail
+        return f"{label or field}: {forbidden_characters(request, exc.characters)}"
+    if isinstance(exc, BoardInputInvalid):
+        return f"{label or field}: {wording.pydantic_message(tr, exc.error)}"
+    said = wording.core_message(tr, exc.detail)
+    if said == wording.core_message(tr, "") and label is not None:
+        return f"{label}: {tr('is not valid')}"
+    return said
+
+
+class BoardInputInvalid(ValidationFailed):
+    """parse_board's ValidationFailed with pydantic's first error kept, to say it in words."""
+
+    def __init__(self, detail: str, error: ErrorDetails) -> None:
+        super().__init__(detail)
+        self.error = error
+
+
+def _parse(model: type[BoardCreate] | type[BoardPatch], data: dict[str, Any]) -> Any:
+    try:
+        model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        if err["type"] != ERROR_TYPE:  # forbidden characters: parse_board says which
+            field = ".".join(str(p) for p in err["loc"])
+            raise BoardInputInvalid(f"{field}: {err['msg']}", err) from None
+    return parse_board(model, data)
 
 
 @routes.get("/staff/boards/new")
@@ -327,7 +352,7 @@ async def add_board(request: web.Request) -> web.StreamResponse:
     form = await read_form(request)
     values = _submitted(form)
     try:
-        body = parse_board(BoardCreate, _data(values, form, new=True))
+        body = _parse(BoardCreate, _data(values, form, new=True))
         board = await Boards(request.app[STORE]).add(body)
     except (ValidationFailed, Conflict) as exc:
         return _form_page(
@@ -356,7 +381,7 @@ async def edit_board(request: web.Request) -> web.StreamResponse:
     form = await read_form(request)
     values = _submitted(form)
     try:
-        body = parse_board(BoardPatch, _data(values, form, new=False))
+        body = _parse(BoardPatch, _data(values, form, new=False))
         board = await boards.edit(board.id, body)
     except (ValidationFailed, Conflict) as exc:
         return _form_page(

@@ -39,7 +39,7 @@ from publisher.store import schema as t
 from publisher.store.sql import Actor, SqlStore
 from publisher.web.keys import CONFIG, SCHEDULER, STORE
 from publisher.web.problems import read_form
-from publisher.web.ui import views
+from publisher.web.ui import views, wording
 from publisher.web.ui.preview import previews
 from publisher.web.ui.render import gettext_for, render
 from publisher.web.ui.session import current_session
@@ -101,7 +101,7 @@ class FormState:
 
     def error_list(self, request: web.Request) -> list[tuple[str, str, str]]:
         return [
-            (name, views.tr(request, FIELD_LABELS.get(name, name)), message)
+            (name, views.tr(request, FIELD_LABELS.get(name, N_("The item"))), message)
             for name, message in self.errors.items()
         ]
 
@@ -163,14 +163,16 @@ def form_from_post(form: MultiDictProxy[Any]) -> FormState:
     return FormState(values, channels, form.get("urgent") == "on", related)
 
 
-async def _resolve_related(store: SqlStore, state: FormState) -> list[dict[str, str]]:
+async def _resolve_related(
+    request: web.Request, store: SqlStore, state: FormState
+) -> list[dict[str, str]]:
     """Related rows as API relations; an entry may be an item id or a 索引号."""
     out = []
     for ident, kind in state.related:
         if not ident:
             continue
         if kind not in {k.value for k in RelationKind}:
-            state.errors["related"] = f"{kind!r}?"
+            state.errors["related"] = views.tr(request, N_("is not one of the choices"))
             continue
         item_id = ident if _UUID.fullmatch(ident) else None
         if item_id is None:
@@ -179,7 +181,9 @@ async def _resolve_related(store: SqlStore, state: FormState) -> list[dict[str, 
                     sa.select(t.items.c.id).where(t.items.c.index_no == ident)
                 )
         if item_id is None:
-            state.errors["related"] = ident
+            state.errors["related"] = views.tr(
+                request, N_("there is no item with the index number or id %(value)s")
+            ) % {"value": ident}
             continue
         out.append({"item_id": item_id, "kind": kind})
     return out
@@ -201,6 +205,8 @@ def _payload(state: FormState) -> dict[str, Any]:
 
 
 def _record_errors(request: web.Request, state: FormState, exc: Exception) -> None:
+    """What is wrong, in the UI's language, against the field it is about."""
+    _ = gettext_for(request).gettext
     if isinstance(exc, ValidationError):
         for err in exc.errors():
             loc = err["loc"]
@@ -208,24 +214,26 @@ def _record_errors(request: web.Request, state: FormState, exc: Exception) -> No
             if err["type"] == textclean.ERROR_TYPE:
                 msg = views.forbidden_characters(request, str(err.get("ctx", {})["characters"]))
             else:
-                msg = err["msg"].removeprefix("Value error, ")
+                msg = wording.pydantic_message(_, err)
             state.errors.setdefault(name, msg)
     elif isinstance(exc, textclean.ForbiddenCharacters) and exc.field in FIELD_LABELS:
         state.errors.setdefault(exc.field, views.forbidden_characters(request, exc.characters))
     elif isinstance(exc, PublisherError):
-        name, sep, message = exc.detail.partition(": ")
+        name, sep, _rest = exc.detail.partition(": ")
+        message = wording.core_message(_, exc.detail)
         if sep and name in FIELD_LABELS:
-            state.errors.setdefault(name, message)
+            label = _(FIELD_LABELS[name])
+            state.errors.setdefault(name, wording.without_label(message, label))
         else:
-            state.errors.setdefault("form", exc.detail)
+            state.errors.setdefault("form", message)
 
 
 async def content_of(request: web.Request, state: FormState) -> Content | None:
     """The Content the form describes, or None with `state.errors` saying why."""
     config = request.app[CONFIG]
-    related = await _resolve_related(request.app[STORE], state)
+    related = await _resolve_related(request, request.app[STORE], state)
     if "\x00" in "".join(state.values.values()):
-        state.errors["form"] = "NUL"
+        state.errors["form"] = views.forbidden_characters(request, "U+0000")
         return None
     try:
         payload = ItemCreate.model_validate({**_payload(state), "related": related})
@@ -276,6 +284,8 @@ def _compose_page(
         labels={k: _(v) for k, v in FIELD_LABELS.items()},
         channel_labels={c.value: views.channel_label(request, c) for c in Channel},
         attachments=item.attachments if item else (),
+        max_upload=wording.size_text(config.storage.max_upload_bytes),
+        size_text=wording.size_text,
     )
 
 
@@ -390,7 +400,7 @@ async def _save(request: web.Request, item: Item | None) -> web.StreamResponse:
         _record_errors(request, state, exc)
         return _compose_page(request, state, item=item, status=422)
     except PublisherError as exc:
-        state.errors["form"] = exc.detail
+        state.errors["form"] = wording.core_message(gettext_for(request).gettext, exc.detail)
         return _compose_page(request, state, item=item, status=exc.status)
     raise web.HTTPSeeOther(f"{_staff(request)}/items/{saved.id}/edit?saved=1")
 

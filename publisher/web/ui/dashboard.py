@@ -18,7 +18,7 @@ from publisher.store.sql import utcnow
 from publisher.web.deliveries import target_labels
 from publisher.web.keys import CONFIG, STORE, WORKER
 from publisher.web.problems import read_form
-from publisher.web.ui import views
+from publisher.web.ui import views, wording
 from publisher.web.ui.compose import _item, _staff, editable
 from publisher.web.ui.render import gettext_for, render
 from publisher.web.ui.review import _actor, _after_transition
@@ -164,8 +164,8 @@ async def item_page(request: web.Request) -> web.Response:
         audit=[
             {
                 "at": views.local_time(request, e.at),
-                "actor": e.actor,
-                "action": e.action,
+                "actor": wording.actor_label(_, e.actor),
+                "action": wording.action_label(_, e.action),
                 "from": _status_text(request, e.from_status),
                 "to": _status_text(request, e.to_status),
                 "revision": e.revision or "",

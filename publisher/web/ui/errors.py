@@ -9,7 +9,9 @@ from pydantic import ValidationError
 
 from publisher.errors import PublisherError
 from publisher.textclean import ForbiddenCharacters
+from publisher.web.keys import CONFIG
 from publisher.web.problems import Handler
+from publisher.web.ui import wording
 from publisher.web.ui.session import STAFF_PREFIX
 
 log = logging.getLogger("publisher.web.ui")
@@ -38,8 +40,13 @@ async def ui_error_middleware(request: web.Request, handler: Handler) -> web.Str
                 request, 405, _("Not allowed"), _("This page cannot be used that way.")
             )
         if exc.status == 413:
+            limit = request.app[CONFIG].storage.max_upload_bytes
             return error_page(
-                request, 413, _("Too large"), _("What you sent is larger than allowed.")
+                request,
+                413,
+                _("Too large"),
+                _("What you sent is larger than allowed: a file may be at most %(size)s.")
+                % {"size": wording.size_text(limit)},
             )
         return error_page(request, exc.status, exc.reason, _("The request could not be handled."))
     except ForbiddenCharacters as exc:
@@ -54,11 +61,15 @@ async def ui_error_middleware(request: web.Request, handler: Handler) -> web.Str
             404: _("Not found"),
             409: _("Not possible now"),
         }.get(exc.status, _("Cannot do that"))
-        return error_page(request, exc.status, heading, exc.detail)
+        return error_page(request, exc.status, heading, wording.core_message(_, exc.detail))
     except ValidationError as exc:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": ""}
-        field = ".".join(str(p) for p in first["loc"])
-        return error_page(request, 422, _("Invalid input"), f"{field}: {first['msg']}")
+        errors = exc.errors()
+        if not errors:
+            return error_page(request, 422, _("Invalid input"), _("This cannot be done."))
+        first = errors[0]
+        field = wording.field_label(_, str(first["loc"][0])) if first["loc"] else ""
+        message = wording.pydantic_message(_, first)
+        return error_page(request, 422, _("Invalid input"), f"{field}: {message}")
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_page(

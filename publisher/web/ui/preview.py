@@ -4,17 +4,28 @@ Each preview is the channel adapter's own pure `render(subject, target)`, looked
 through the channel registry (channels.load_adapter_class), so a channel shows here
 as soon as its adapter exists, exactly as it will send. A channel without an adapter
 says so instead.
+
+Staff see each one as its reader will: the portal's card with the rendered body, the
+entry as a feed reader shows it, the email's HTML part as a mail client shows it (with
+its sender and subject), the SMS bubble, the poster. The payload itself (JSON, the Atom
+entry, the MIME message, the poster's HTML) is one click away, in a <details>.
 """
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from email.message import EmailMessage
 from typing import Any
 
+import nh3
 import sqlalchemy as sa
+from lxml import etree
+from markupsafe import Markup
 
 from channels import load_adapter_class
 from channels.base import AdapterContext, Subject, Target
@@ -49,6 +60,10 @@ class ChannelPreview:
     error: str | None = None
     missing: bool = False
     disabled: bool = False
+    #: the payload as it goes out (pretty JSON, the Atom entry, the MIME message, HTML)
+    raw: str | None = None
+    #: what the reader sees: title, lines of meta data, the body as HTML (sanitized)
+    view: dict[str, Any] | None = None
 
 
 def subject_for(
@@ -130,10 +145,23 @@ async def previews(
         )
         if kind == "json" and rendered.body:
             text = _pretty_json(rendered.body)
+        raw, view = text, None
+        if name == "portal" and rendered.body:
+            view = portal_view(rendered.body)
+        elif name == "rss":
+            view = feed_view(text)
+        elif name == "email" and rendered.body:
+            view = mail_view(rendered.body)
+            raw = view["raw"] if view else rendered.body.decode("utf-8", "replace")
+            if view is not None:
+                text = str(view["html"])
+                kind = "html"
         out.append(
             ChannelPreview(
                 name,
                 text=text,
+                raw=raw,
+                view=view,
                 kind=kind,
                 units=rendered.units,
                 chars=len(text) if kind == "sms" else None,
@@ -151,3 +179,93 @@ def _pretty_json(body: bytes) -> str:
     except ValueError:
         return body.decode("utf-8", "replace")
     return json.dumps(data, ensure_ascii=False, indent=2)
+
+
+def _clean(html: str) -> Markup:
+    """HTML from a payload, safe to put in a staff page (it came from our renderer; this
+    keeps a page safe even if a payload ever carried more)."""
+    return Markup(nh3.clean(html, link_rel="noopener noreferrer"))
+
+
+def portal_view(body: bytes) -> dict[str, Any] | None:
+    """The portal's card: the fields of the event it shows, the body rendered."""
+    try:
+        data = json.loads(body).get("data") or {}
+    except (ValueError, AttributeError):
+        return None
+    category = data.get("category") or {}
+    return {
+        "title": str(data.get("title") or ""),
+        "meta": [
+            str(v)
+            for v in (
+                category.get("name"),
+                data.get("agency"),
+                data.get("doc_no"),
+                data.get("index_no"),
+                (data.get("published_at") or "")[:10],
+            )
+            if v
+        ],
+        "summary": str(data.get("summary") or ""),
+        "html": _clean(str(data.get("body_html") or "")),
+        "attachments": [str(a.get("filename", "")) for a in data.get("attachments") or []],
+    }
+
+
+ATOM = "{http://www.w3.org/2005/Atom}"
+
+
+def feed_view(entry_xml: str) -> dict[str, Any] | None:
+    """The Atom entry as a feed reader lists it: title, date, source, the content."""
+    try:
+        entry = etree.fromstring(entry_xml.encode())
+    except etree.XMLSyntaxError:
+        return None
+
+    def text(tag: str) -> str:
+        found = entry.find(ATOM + tag)
+        return (found.text or "").strip() if found is not None else ""
+
+    link = entry.find(ATOM + "link")
+    content = entry.find(ATOM + "content")
+    body = content.text or "" if content is not None else ""
+    if content is not None and content.get("type") not in ("html", "xhtml"):
+        body = str(Markup.escape(body))
+    return {
+        "title": text("title"),
+        "meta": [v for v in (text("updated")[:16].replace("T", " "), text("name")) if v],
+        "summary": text("summary"),
+        "html": _clean(body),
+        "link": link.get("href", "") if link is not None else "",
+    }
+
+
+def mail_view(message: bytes) -> dict[str, Any] | None:
+    """The email as a mail client shows it: sender, subject and the HTML part."""
+    msg = email.message_from_bytes(message, policy=email.policy.default)
+    if not isinstance(msg, EmailMessage):
+        return None
+    part = msg.get_body(("html", "plain"))
+    if part is None or not isinstance(part, EmailMessage):
+        return None
+    content = str(part.get_content())
+    if part.get_content_type() != "text/html":
+        content = f"<pre>{Markup.escape(content)}</pre>"
+    return {
+        "title": str(msg.get("Subject", "")),
+        "from": str(msg.get("From", "")),
+        "to": str(msg.get("To", "")),
+        "html": content,
+        "raw": _readable(msg),
+    }
+
+
+def _readable(msg: EmailMessage) -> str:
+    """The message with its headers and parts decoded (base64 helps nobody reading it)."""
+    lines = [f"{name}: {value}" for name, value in msg.items()]
+    for part in msg.walk():
+        if part.is_multipart() or not isinstance(part, EmailMessage):
+            continue
+        lines += ["", f"--- {part.get_content_type()} ---", str(part.get_content()).rstrip()]
+    return "\n".join(lines)

@@ -15,7 +15,7 @@ from publisher.text import render_body
 from publisher.textclean import ForbiddenCharacters
 from publisher.web.keys import CONFIG, SCHEDULER, STORE, WORKER
 from publisher.web.problems import read_form
-from publisher.web.ui import views
+from publisher.web.ui import views, wording
 from publisher.web.ui.compose import _item, _staff
 from publisher.web.ui.preview import previews
 from publisher.web.ui.render import gettext_for, render
@@ -76,6 +76,13 @@ def differences(old: Revision, new: Revision, request: web.Request) -> list[dict
     return out
 
 
+def _pii_field(request: web.Request, field: str) -> str:
+    """The field a finding is in, by its label: body, title, attachments[报告.pdf] …"""
+    name, bracket, rest = field.partition("[")
+    label = wording.field_label(gettext_for(request).gettext, name)
+    return f"{label}[{rest}" if bracket else label
+
+
 def why_not(request: web.Request, item: Item) -> str | None:
     """Why the current user may not approve this item (None: they may)."""
     _ = gettext_for(request).gettext
@@ -108,7 +115,11 @@ async def _review_page(
         row=views.item_row(request, item),
         body_html=render_body(rev.content.body, rev.content.body_format),
         warnings=[
-            {"kind": views.tr(request, PII_LABELS[f.kind]), "field": f.field, "match": f.masked}
+            {
+                "kind": views.tr(request, PII_LABELS[f.kind]),
+                "field": _pii_field(request, f.field),
+                "match": f.masked,
+            }
             for f in findings
         ],
         previews=await previews(config, request.app[STORE], rev.content, item),
@@ -175,7 +186,9 @@ async def approve(request: web.Request) -> web.StreamResponse:
             status=409,
         )
     except PublisherError as exc:
-        return await _review_page(request, item, error=exc.detail, status=exc.status)
+        return await _review_page(
+            request, item, error=wording.core_message(_, exc.detail), status=exc.status
+        )
     await _after_transition(request)
     raise web.HTTPSeeOther(f"{_staff(request)}/items/{item.id}?approved=1")
 
@@ -199,5 +212,7 @@ async def reject(request: web.Request) -> web.StreamResponse:
         error = views.forbidden_characters(request, exc.characters, exc.field)
         return await _review_page(request, item, error=error, status=422)
     except PublisherError as exc:
-        return await _review_page(request, item, error=exc.detail, status=exc.status)
+        return await _review_page(
+            request, item, error=wording.core_message(_, exc.detail), status=exc.status
+        )
     raise web.HTTPSeeOther(f"{_staff(request)}/items/{item.id}?rejected=1")
