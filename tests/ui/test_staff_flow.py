@@ -50,6 +50,9 @@ def test_editor_composes_submits_and_a_reviewer_approves(
     # the email as it will arrive: the catalogue header and the way out
     expect(editor.locator(".preview-email")).to_contain_text("索引号")
     expect(editor.locator(".preview-email")).to_contain_text("退订")
+    # the mail and the poster render in their frames, as a mail client and paper show them
+    expect(editor.frame_locator(".preview-email iframe").locator("body")).to_contain_text("索引号")
+    expect(editor.frame_locator(".preview-board iframe").locator("body")).to_contain_text(TITLE)
     assert axe_violations(editor, axe_source) == []
     screenshot(editor, "compose")
 
