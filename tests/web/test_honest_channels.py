@@ -5,14 +5,23 @@ reports each channel's state, and a draft's feed preview carries no epoch."""
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
+from publisher.config import Config
+from publisher.content import ItemCreate, content_from
+from publisher.fanout import FanOut
+from publisher.ledger import Ledger
+from publisher.readiness import CHANNELS
+from publisher.recipients import Consent, Recipients
 from publisher.store import schema as t
 from publisher.store.sql import SqlStore
-from tests.conftest import Api
+from tests.conftest import EDITOR, Api, item_fields, publish
 from tests.web import assert_problem, create, submit_and_approve
+from tests.web.test_staff_ui import Browser, _open
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -91,3 +100,39 @@ async def test_draft_feed_preview_never_says_epoch(api: Api) -> None:
     text: Any = body["channels"]["rss"]["preview"]
     assert "<updated>" in text, text
     assert "1970-01-01" not in text, text
+
+
+@pytest.fixture
+async def staff_ui(config: Config) -> AsyncIterator[tuple[Any, SqlStore]]:
+    async for pair in _open(config):
+        yield pair
+
+
+async def test_item_page_says_which_channels_wait_for_configuration(staff_ui: Any) -> None:
+    client, store = staff_ui
+    content = content_from(
+        ItemCreate.model_validate(item_fields(channels=list(CHANNELS))), store.config
+    )
+    item = await publish(store, await store.create_item(content, actor=EDITOR))
+    # a subscriber on SMS, which has no gateway: the row is planned and waits
+    await Recipients(store).subscribe(
+        "sms", "13700137000", Consent("staff", "同意接收", source="test")
+    )
+    fanout = FanOut(store, Ledger(store))
+    await fanout.ensure_endpoints()
+    await fanout.plan_pending()
+
+    bob = Browser(client)
+    await bob.login("bob")
+    status, html, _ = await bob.get(f"/staff/items/{item.id}")
+    assert status == 200, html
+    text = re.sub(r"\s+", " ", html)
+    assert "等待配置：未配置短信网关" in text and "等待配置 1" in text  # the queued sms row
+    assert "等待配置：未配置邮件服务器" in text
+    assert "等待配置：未配置门户网站推送地址" in text
+    assert "没有张贴该分类的信息公告栏" in text
+    resp = await client.get(f"/staff/items/{item.id}/progress")
+    data = await resp.json()
+    assert data["readiness"]["sms"]["state"] == "not_configured"
+    assert data["readiness"]["rss"]["state"] == "active"
+    assert {c["channel"] for c in data["idle"]} == {"portal", "email", "board"}
