@@ -136,3 +136,14 @@ async def test_item_page_says_which_channels_wait_for_configuration(staff_ui: An
     assert data["readiness"]["sms"]["state"] == "not_configured"
     assert data["readiness"]["rss"]["state"] == "active"
     assert {c["channel"] for c in data["idle"]} == {"portal", "email", "board"}
+
+
+def test_openapi_documents_channel_states_and_the_503() -> None:
+    from publisher.web.openapi import build_document
+
+    doc = build_document()
+    ok = doc["paths"]["/api/v1/items/{item_id}/deliveries"]["get"]["responses"]["200"]
+    schema = ok["content"]["application/json"]["schema"]
+    state = schema["properties"]["channels"]["additionalProperties"]["properties"]["state"]
+    assert state["enum"] == ["active", "not_configured", "no_targets"]
+    assert "503" in doc["paths"]["/api/v1/subscribers"]["post"]["responses"]
