@@ -21,7 +21,7 @@ from publisher.store import schema as t
 from publisher.store.sql import SqlStore
 from tests.conftest import EDITOR, Api, item_fields, publish
 from tests.web import assert_problem, create, submit_and_approve
-from tests.web.test_staff_ui import Browser, _open
+from tests.web.test_staff_ui import Browser, _open, form
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -147,3 +147,23 @@ def test_openapi_documents_channel_states_and_the_503() -> None:
     state = schema["properties"]["channels"]["additionalProperties"]["properties"]["state"]
     assert state["enum"] == ["active", "not_configured", "no_targets"]
     assert "503" in doc["paths"]["/api/v1/subscribers"]["post"]["responses"]
+
+
+async def test_compose_preview_says_which_channels_cannot_deliver(staff_ui: Any) -> None:
+    client, _store = staff_ui
+    alice = Browser(client)
+    await alice.login("alice")
+    fields = [(k, v) for k, v in form().items() if k != "channels"]
+    fields += [("channels", c) for c in CHANNELS]
+    fields += [("action", "preview"), ("csrf_token", alice.csrf)]
+    resp = await client.post("/staff/items/new", data=fields, allow_redirects=False)
+    html = await resp.text()
+    assert resp.status == 200, html
+    for note in (
+        "等待配置：未配置短信网关",
+        "等待配置：未配置邮件服务器",
+        "等待配置：未配置门户网站推送地址",
+        "没有张贴该分类的信息公告栏",
+    ):
+        assert note in html, note
+    assert 'data-readiness="not_configured"' in html and 'data-readiness="no_targets"' in html

@@ -113,14 +113,19 @@ READINESS_NOTES: Mapping[tuple[str, str], str] = {
 }
 
 
-def readiness_note(request: web.Request, found: Readiness) -> str:
-    """A channel's state in words ("" when it delivers for real; 试运行 for a dry run)."""
+def readiness_msgid(found: Readiness) -> str | None:
+    """The (untranslated) words for a channel's state; None when it delivers for real."""
     if found.state is ChannelState.ACTIVE:
-        return tr(request, N_("Dry run: written to files, not sent")) if found.dry_run else ""
-    note = READINESS_NOTES.get((found.channel, found.state.value)) or READINESS_NOTES.get(
+        return N_("Dry run: written to files, not sent") if found.dry_run else None
+    return READINESS_NOTES.get((found.channel, found.state.value)) or READINESS_NOTES.get(
         ("*", found.state.value)
     )
-    return tr(request, note) if note else found.reason
+
+
+def readiness_note(request: web.Request, found: Readiness) -> str:
+    """A channel's state in words ("" when it delivers for real; 试运行 for a dry run)."""
+    msgid = readiness_msgid(found)
+    return tr(request, msgid) if msgid else ""
 
 
 def state_label(request: web.Request, state: str) -> str:
