@@ -44,7 +44,7 @@ class Readiness:
     #: why it cannot deliver (English, for staff and logs); "" when active
     reason: str = ""
     dry_run: bool = False
-    #: targets it would reach (subscribers, endpoints, boards); None when not counted
+    #: endpoints or boards it would reach; None when not counted (subscribers)
     targets: int | None = None
 
     def as_json(self) -> dict[str, Any]:
@@ -90,26 +90,46 @@ def require_channel(config: Config, channel: str) -> None:
         raise ChannelUnavailable(channel, found.reason)
 
 
-async def _count_targets(store: SqlStore, channel: str, category: str | None) -> int:
-    if channel in SUBSCRIBER_CHANNELS:
-        r, s = t.recipients, t.suppressions
+#: subscriber rows read per query while looking for one who takes a category
+PAGE = 1000
+
+
+async def _count_targets(store: SqlStore, channel: str, category: str | None) -> int | None:
+    """Endpoints (portal, boards) that take `category`, counted. For subscriber channels:
+    None when someone takes it (looked for page by page, stopping at the first: the staff
+    page polls this, and a channel may have a hundred thousand subscribers), else 0."""
+    if channel not in SUBSCRIBER_CHANNELS:
+        e = t.endpoints
+        query = sa.select(e.c.categories).where(e.c.channel == channel, e.c.enabled.is_(True))
+        async with store.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return sum(1 for (cats,) in rows if category is None or _takes(cats or [], category))
+    r, s = t.recipients, t.suppressions
+    last = 0
+    while True:
         query = (
-            sa.select(r.c.categories)
+            sa.select(r.c.id, r.c.categories)
             .select_from(
                 r.outerjoin(
                     s, sa.and_(s.c.channel == r.c.channel, s.c.address_hash == r.c.address_hash)
                 )
             )
-            .where(r.c.channel == channel, r.c.status == "active", s.c.address_hash.is_(None))
+            .where(
+                r.c.channel == channel,
+                r.c.status == "active",
+                s.c.address_hash.is_(None),
+                r.c.id > last,
+            )
+            .order_by(r.c.id)
+            .limit(1 if category is None else PAGE)
         )
-    else:
-        e = t.endpoints
-        query = sa.select(e.c.categories).where(e.c.channel == channel, e.c.enabled.is_(True))
-    async with store.read() as conn:
-        rows = (await conn.execute(query)).all()
-    if category is None:
-        return len(rows)
-    return sum(1 for (cats,) in rows if _takes(cats if cats is not None else [], category))
+        async with store.read() as conn:
+            rows = (await conn.execute(query)).all()
+        if not rows:
+            return 0
+        if category is None or any(_takes(cats or [], category) for _, cats in rows):
+            return None
+        last = int(rows[-1][0])
 
 
 async def readiness(
@@ -123,7 +143,8 @@ async def readiness(
         if found.state is ChannelState.ACTIVE and channel != "rss":  # feeds are files: always
             n = await _count_targets(store, channel, category)
             if n == 0:
-                if channel == "portal":  # its targets are configuration: not a missing reader
+                if channel == "portal" and not await _count_targets(store, channel, None):
+                    # its targets are configuration: none at all is a channel not configured
                     found = Readiness(
                         channel,
                         ChannelState.NOT_CONFIGURED,
@@ -131,7 +152,9 @@ async def readiness(
                         targets=0,
                     )
                 else:
-                    who = {"board": "no notice board"}.get(channel, "no subscriber")
+                    who = {"board": "no notice board", "portal": "no portal endpoint"}.get(
+                        channel, "no subscriber"
+                    )
                     scope = f" takes category {category}" if category else ""
                     found = Readiness(
                         channel,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,12 +16,12 @@ from publisher.config import Config
 from publisher.content import ItemCreate, content_from
 from publisher.fanout import FanOut
 from publisher.ledger import Ledger
-from publisher.readiness import CHANNELS
+from publisher.readiness import CHANNELS, ChannelState, readiness
 from publisher.recipients import Consent, Recipients
 from publisher.store import schema as t
 from publisher.store.sql import SqlStore
-from tests.conftest import EDITOR, Api, item_fields, publish
-from tests.web import assert_problem, create, submit_and_approve
+from tests.conftest import EDITOR, Api, dry_run_channels, item_fields, publish
+from tests.web import assert_problem, create, open_api, submit_and_approve
 from tests.web.test_staff_ui import Browser, _open, form
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -167,3 +168,18 @@ async def test_compose_preview_says_which_channels_cannot_deliver(staff_ui: Any)
     ):
         assert note in html, note
     assert 'data-readiness="not_configured"' in html and 'data-readiness="no_targets"' in html
+
+
+async def test_subscribers_of_other_categories_are_no_targets(
+    config: Config, tmp_path: Path
+) -> None:
+    async with open_api(dry_run_channels(config, tmp_path / "outbox")) as (_api, store):
+        await Recipients(store).subscribe(
+            "sms", "13700137000", Consent("staff", "同意接收", source="test"), categories=["czys"]
+        )
+        nync = await readiness(store, ["sms", "email"], category="nync")
+        assert nync["sms"].state is ChannelState.NO_TARGETS and nync["sms"].dry_run
+        assert "nync" in nync["sms"].reason
+        assert nync["email"].state is ChannelState.NO_TARGETS
+        czys = await readiness(store, ["sms"], category="czys")
+        assert czys["sms"].state is ChannelState.ACTIVE and czys["sms"].dry_run
