@@ -226,6 +226,18 @@ class ChannelAdapter(ABC):
         self.site = site
         self.context = context
 
+    @classmethod
+    def unconfigured(cls, settings: ChannelSettings) -> str | None:
+        """Why the channel cannot send anything with these settings (no gateway, no server),
+        or None when it can. Pure: the core asks it to report a channel's state (publisher.
+        readiness) without starting the adapter; start() raises NotConfigured for the same."""
+        return None
+
+    @classmethod
+    def dry_run(cls, settings: ChannelSettings) -> bool:
+        """Whether these settings write what would be sent to files instead of sending it."""
+        return False
+
     async def start(self, stack: AsyncExitStack) -> None:  # noqa: B027 - optional hook
         """Open sessions or pools; push their cleanup onto `stack`."""
 

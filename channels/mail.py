@@ -65,6 +65,7 @@ from channels.base import (
     TransientDeliveryError,
     validated_settings,
 )
+from channels.outbox import check_loopback, outbox_path, write_message
 from publisher.config import Config
 from publisher.digests import DIGEST_KIND
 from publisher.errors import ConfigError
@@ -102,8 +103,11 @@ class MailSettings(ChannelSettings):
 
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
-    #: the SMTP server; none: the channel waits (rows stay queued)
+    #: the SMTP server; none: the channel waits (rows stay queued), unless outbox_dir is set
     host: str | None = Field(default=None, min_length=1)
+    #: dry run: each message is written to a file in this folder (e.g. data/outbox/email)
+    #: instead of being sent; refused at start unless site.base_url is a loopback address
+    outbox_dir: str | None = Field(default=None, min_length=1)
     #: default by `security`: 465 (tls), 587 (starttls), 25 (none)
     port: int | None = Field(default=None, ge=1, le=65535)
     #: starttls (submission), tls (implicit, "SMTPS") or none (a relay on localhost)
@@ -496,6 +500,8 @@ class MailChannel(ChannelAdapter):
         self._prepared: OrderedDict[str, Prepared] = OrderedDict()
         self._links: Any = None
         self.pool: SmtpPool | None = None
+        #: the dry-run folder (outbox_dir), once started
+        self.outbox: Path | None = None
         self.dkim: DkimSigner | None = None
         self.tz = site.tz
         self.domain = settings.sender_domain
@@ -520,12 +526,27 @@ class MailChannel(ChannelAdapter):
             self._links = MailLinks(self.context.config, self.mail.link_base_url)
         return self._links
 
+    @classmethod
+    def unconfigured(cls, settings: ChannelSettings) -> str | None:
+        if isinstance(settings, MailSettings) and not (settings.host or settings.outbox_dir):
+            return "no SMTP server configured (channels.email.settings.host)"
+        return None
+
+    @classmethod
+    def dry_run(cls, settings: ChannelSettings) -> bool:
+        return isinstance(settings, MailSettings) and settings.outbox_dir is not None
+
     async def start(self, stack: AsyncExitStack) -> None:
-        if self.mail.host is None:
-            raise NotConfigured("no SMTP server configured (channels.email.settings.host)")
+        why = self.unconfigured(self.mail)
+        if why is not None:
+            raise NotConfigured(why)
         if self.context is None:
             raise ConfigError("channels.email: the adapter needs the service's config")
         self.links()  # the data key must be there before anything is sent
+        if self.mail.outbox_dir is not None:
+            check_loopback(self.context.config, "channels.email.settings.outbox_dir")
+            self.outbox = outbox_path(self.context.config, self.mail.outbox_dir, "email")
+            return
         password = self.mail.password
         if self.mail.password_env is not None:
             password = self.environ.get(self.mail.password_env)
@@ -657,6 +678,12 @@ class MailChannel(ChannelAdapter):
         )
 
     async def deliver(self, rendered: Rendered, target: Target, *, delivery_id: str) -> Receipt:
+        if self.outbox is not None:  # a dry run: the message as it would go out, in a file
+            try:
+                write_message(self.outbox, delivery_id, "eml", rendered.body)
+            except OSError as exc:
+                raise TransientDeliveryError(f"email outbox: {exc}") from None
+            return Receipt(ReceiptState.SENT, provider_id=rendered.headers.get("Message-ID"))
         if self.pool is None:
             raise TransientDeliveryError("smtp: the channel has not started")
         sender = self.mail.bounce_address or self.mail.from_address or ""

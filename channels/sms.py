@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import aiohttp
@@ -54,6 +55,7 @@ from channels.base import (
     validated_settings,
 )
 from channels.gateway_http import exchange
+from channels.outbox import check_loopback, outbox_path, write_message
 from channels.sms_aliyun import AliyunGateway, AliyunGatewaySettings, template_text
 from channels.sms_text import (
     KANNEL_DLR_MASK,
@@ -119,16 +121,36 @@ class GatewaySettings(BaseModel):
         return secret_from(where, "password", self.password, self.password_env, environ)
 
 
+class OutboxGatewaySettings(BaseModel):
+    """A dry-run gateway (`type: outbox`): each message is written to a file under `dir`
+    (default data/outbox/sms) instead of being sent. Refused at start unless
+    site.base_url is a loopback address (channels.outbox)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(default="outbox", min_length=1, max_length=32, pattern=r"^[a-z0-9_-]+$")
+    type: Literal["outbox"]
+    #: the folder (relative paths: to config.yaml's folder)
+    dir: str | None = Field(default=None, min_length=1)
+    adds_signature: bool = False
+    opt_out: str = "回复TD退订"
+    daily_segment_cap: int | None = Field(default=None, ge=1)
+
+
 def _gateway_type(value: Any) -> str:
     kind = value.get("type", "kannel") if isinstance(value, dict) else getattr(value, "type", None)
     return str(kind or "kannel")
 
 
-#: one gateway entry: Kannel (the default type) or Alibaba Cloud SMS
+#: one gateway entry: Kannel (the default type), Alibaba Cloud SMS or a dry-run outbox
 AnyGateway = Annotated[
-    Annotated[GatewaySettings, Tag("kannel")] | Annotated[AliyunGatewaySettings, Tag("aliyun")],
+    Annotated[GatewaySettings, Tag("kannel")]
+    | Annotated[AliyunGatewaySettings, Tag("aliyun")]
+    | Annotated[OutboxGatewaySettings, Tag("outbox")],
     Discriminator(_gateway_type),
 ]
+#: the settings of any one gateway
+AnyGatewaySettings = GatewaySettings | AliyunGatewaySettings | OutboxGatewaySettings
 
 
 class SmsSettings(ChannelSettings):
@@ -169,9 +191,7 @@ class SmsSettings(ChannelSettings):
 
     @field_validator("gateways")
     @classmethod
-    def _unique_names(
-        cls, value: list[GatewaySettings | AliyunGatewaySettings]
-    ) -> list[GatewaySettings | AliyunGatewaySettings]:
+    def _unique_names(cls, value: list[AnyGatewaySettings]) -> list[AnyGatewaySettings]:
         names = [g.name for g in value]
         for name in names:
             if names.count(name) > 1:
@@ -194,7 +214,7 @@ def sms_settings(config: Config) -> SmsSettings:
     # the gateway type is a tag in pydantic's location (gateways.0.aliyun.url): dropped
     return validated_settings(
         SmsSettings, "channels.sms.settings", config.channels.sms.settings,
-        tags=("kannel", "aliyun"),
+        tags=("kannel", "aliyun", "outbox"),
     )  # fmt: skip
 
 
@@ -300,6 +320,28 @@ class KannelGateway:
         raise PermanentDeliveryError(said, reason="rejected")
 
 
+class OutboxGateway:
+    """A dry run: the message is written to a file (one per message) and counts as sent."""
+
+    type = "outbox"
+
+    def __init__(self, settings: OutboxGatewaySettings, directory: Path) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.directory = directory
+
+    async def send(self, text: str, to: str, delivery_id: str) -> str:
+        body = (
+            f"To: {to}\nGateway: {self.name} (dry run: not sent)\nDelivery: {delivery_id}\n"
+            f"Segments: {segments(text).parts}\n\n{text}\n"
+        )
+        try:
+            path = write_message(self.directory, delivery_id, "txt", body.encode())
+        except OSError as exc:
+            raise TransientDeliveryError(f"sms outbox {self.name!r}: {exc}") from None
+        return f"{self.name}:{path.name}"
+
+
 # -- failover ------------------------------------------------------------------------------
 
 
@@ -317,7 +359,7 @@ class Health:
         return now < self.resting_until
 
 
-Gateway = KannelGateway | AliyunGateway
+Gateway = KannelGateway | AliyunGateway | OutboxGateway
 
 #: a verification code in a transactional message's text (for a template's ${code})
 CODE_IN_TEXT = re.compile(r"(?<!\d)\d{4,8}(?!\d)")
@@ -371,15 +413,31 @@ class SmsChannel(ChannelAdapter):
         return self._links
 
     @property
-    def primary(self) -> GatewaySettings | AliyunGatewaySettings | None:
+    def primary(self) -> AnyGatewaySettings | None:
         return self.sms.gateways[0] if self.sms.gateways else None
 
+    @classmethod
+    def unconfigured(cls, settings: ChannelSettings) -> str | None:
+        if isinstance(settings, SmsSettings) and not settings.gateways:
+            return "no SMS gateway configured (channels.sms.settings.gateways)"
+        return None
+
+    @classmethod
+    def dry_run(cls, settings: ChannelSettings) -> bool:
+        return isinstance(settings, SmsSettings) and any(
+            isinstance(g, OutboxGatewaySettings) for g in settings.gateways
+        )
+
     async def start(self, stack: AsyncExitStack) -> None:
-        if not self.sms.gateways:
-            raise NotConfigured("no gateway configured (channels.sms.settings.gateways)")
+        why = self.unconfigured(self.sms)
+        if why is not None:
+            raise NotConfigured(why)
         if self.context is None:
             raise ConfigError("channels.sms: the adapter needs the service's config")
         config = self.context.config
+        for g in self.sms.gateways:
+            if isinstance(g, OutboxGatewaySettings):
+                check_loopback(config, f"channels.sms.settings.gateways ({g.name})")
         session = await stack.enter_async_context(
             aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         )
@@ -387,7 +445,9 @@ class SmsChannel(ChannelAdapter):
         base = callback_base(config, self.sms)
         gateways: list[Gateway] = []
         for g in self.sms.gateways:
-            if isinstance(g, AliyunGatewaySettings):
+            if isinstance(g, OutboxGatewaySettings):
+                gateways.append(OutboxGateway(g, outbox_path(config, g.dir, "sms")))
+            elif isinstance(g, AliyunGatewaySettings):
                 gateways.append(AliyunGateway(g, g.resolve_secret(self.environ), session))
             else:
                 gateways.append(
@@ -433,9 +493,7 @@ class SmsChannel(ChannelAdapter):
                 reason="unknown_subject",
             )
 
-    def compose_for(
-        self, subject: Subject, gateway: GatewaySettings | AliyunGatewaySettings | None
-    ) -> Composition:
+    def compose_for(self, subject: Subject, gateway: AnyGatewaySettings | None) -> Composition:
         """The text `gateway` gets for `subject` (pure; the preview shows it too). For a
         template gateway: the approved template filled in, after the signature the
         platform adds (what the phone shows and what is billed)."""

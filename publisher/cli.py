@@ -19,7 +19,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import sqlalchemy.exc
@@ -33,6 +33,9 @@ from publisher.errors import ConfigError, PublisherError, ValidationFailed
 from publisher.models import BodyFormat, Disclosure, ItemStatus, Role
 from publisher.store import open_store, upgrade
 from publisher.store.sql import ItemQuery, SqlStore
+
+if TYPE_CHECKING:
+    from publisher.readiness import Readiness
 
 T = TypeVar("T")
 console = Console()
@@ -228,15 +231,35 @@ async def _worker(config: Config) -> None:
         await store.close()
 
 
+def readiness_line(found: Readiness) -> str:
+    """One line for a channel's state: name, state, dry run, why (publisher.readiness)."""
+    parts = [f"{found.channel:<7}", f"{found.state.value:<15}"]
+    if found.dry_run:
+        parts.append("dry-run")
+    if found.targets is not None and not found.reason:
+        parts.append(f"targets={found.targets}")
+    if found.reason:
+        parts.append(found.reason)
+    return " ".join(parts).rstrip()
+
+
 @cli.command()
-@click.argument("item_id")
+@click.argument("item_id", required=False)
 @click.option("--watch", is_flag=True, help="Follow the fan-out with a live progress bar.")
 @with_store
-async def status(store: SqlStore, item_id: str, watch: bool) -> None:
-    """Deliveries of ITEM: a table per channel (states), live with --watch."""
+async def status(store: SqlStore, item_id: str | None, watch: bool) -> None:
+    """Each channel's state (active, not_configured, no_targets), one line each; with ITEM,
+    its channels' states and its deliveries (a table per channel), live with --watch."""
     from publisher.ledger import FINAL, Ledger
+    from publisher.readiness import item_readiness, readiness
 
+    if item_id is None:
+        for found in (await readiness(store)).values():
+            click.echo(readiness_line(found))
+        return
     item = await _find_item(store, item_id)
+    for found in (await item_readiness(store, item)).values():
+        click.echo(readiness_line(found))
     ledger = Ledger(store)
     final = {s.value for s in FINAL}
 

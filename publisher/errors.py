@@ -31,6 +31,19 @@ class ConfigError(PublisherError):
     title = "Invalid configuration"
 
 
+class ChannelUnavailable(PublisherError):
+    """The channel has nothing to send through (no SMS gateway, no SMTP server): a message
+    asked for now would never go out, so it is not asked for (publisher.readiness)."""
+
+    status = 503
+    kind = "channel-unavailable"
+    title = "Channel unavailable"
+
+    def __init__(self, channel: str, reason: str) -> None:
+        super().__init__(f"{channel}: {reason}", channel=channel)
+        self.channel = channel
+
+
 class ValidationFailed(PublisherError):
     """The request body or parameters do not validate."""
 

@@ -32,6 +32,7 @@ from publisher.errors import NotFound, ValidationFailed
 from publisher.mail_links import ConfirmRequest, LinkPurpose, MailLinks, RevokedToken
 from publisher.messages import queue_message
 from publisher.ratelimit import Limit, hit
+from publisher.readiness import require_channel
 from publisher.recipients import Consent, Frequency, Recipient, Recipients, RecipientStatus
 from publisher.store import schema as t
 from publisher.store.sql import SqlStore, insert_for, utcnow
@@ -80,7 +81,9 @@ class EmailSubscriptions:
     async def request(
         self, address: str, categories: list[str], frequency: str | None, ip: str | None
     ) -> dict[str, Any]:
-        """Queue a confirmation mail (TooManyRequests past a limit); returns the answer."""
+        """Queue a confirmation mail (TooManyRequests past a limit); returns the answer.
+        ChannelUnavailable when no SMTP server (nor a dry-run outbox) would send it."""
+        require_channel(self.store.config, CHANNEL)
         addr = normalize(CHANNEL, address)
         cats = self._categories(categories)
         try:

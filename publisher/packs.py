@@ -623,6 +623,47 @@ def operator_texts(
     return sms, mail
 
 
+def notice_purpose(pack_id: int) -> str:
+    """The `messages.purpose` of the operator's notices about a pack: it names the pack, so
+    whether the operator was actually told can be read back (packs_awaiting_operator)."""
+    return f"board_pack:{pack_id}"
+
+
+async def packs_awaiting_operator(store: SqlStore, item_id: str) -> int:
+    """How many of the item's board rows are `sent` (the pack is made) while its operator
+    has not been told yet: not stamped, or every notice still waiting in the ledger (no
+    gateway, quiet hours, retrying). A pack whose board has no operator contact, or from
+    before notices named their pack, counts as told: staff record its posting."""
+    d, p, m = t.deliveries, t.board_packs, t.messages
+    async with store.read() as conn:
+        packs = (
+            await conn.execute(
+                sa.select(p.c.id, p.c.notified_at)
+                .join(d, d.c.subject == _pack_subject_sql())
+                .where(
+                    d.c.item_id == item_id,
+                    d.c.channel == CHANNEL,
+                    d.c.state == DeliveryState.SENT.value,
+                )
+            )
+        ).all()
+        if not packs:
+            return 0
+        purposes = {notice_purpose(int(r.id)): int(r.id) for r in packs}
+        notices = (
+            await conn.execute(
+                sa.select(m.c.purpose, d.c.state)
+                .join(d, d.c.subject == sa.literal("msg:") + sa.cast(m.c.id, sa.String))
+                .where(m.c.purpose.in_(list(purposes)))
+            )
+        ).all()
+    told: dict[int, bool] = {}
+    for purpose, state in notices:
+        pack = purposes[purpose]
+        told[pack] = told.get(pack, False) or state in SENT_STATES
+    return sum(1 for r in packs if r.notified_at is None or not told.get(int(r.id), True))
+
+
 async def notify_operator(store: SqlStore, pack_id: int) -> int:
     """Queue the operator's message(s) for a pack, once: the pack's `notified_at` is
     stamped in the same transaction. Returns how many messages were queued."""
@@ -646,11 +687,13 @@ async def notify_operator(store: SqlStore, pack_id: int) -> int:
             return 0
         queued = 0
         if board.operator_phone and config.channels.sms.enabled:
-            await insert_message(conn, box, "sms", board.operator_phone, sms, purpose="board_pack")
+            await insert_message(
+                conn, box, "sms", board.operator_phone, sms, purpose=notice_purpose(pack_id)
+            )
             queued += 1
         if board.operator_email and config.channels.email.enabled:
             await insert_message(
-                conn, box, "email", board.operator_email, mail, purpose="board_pack"
+                conn, box, "email", board.operator_email, mail, purpose=notice_purpose(pack_id)
             )
             queued += 1
     if not queued:

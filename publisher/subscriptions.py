@@ -28,6 +28,7 @@ from publisher.derived import derived_key
 from publisher.errors import PublisherError, ValidationFailed
 from publisher.messages import queue_message
 from publisher.ratelimit import Limit, hit
+from publisher.readiness import require_channel
 from publisher.recipients import Consent, Recipient, Recipients
 from publisher.store import schema as t
 from publisher.store.sql import SqlStore, insert_for, utcnow
@@ -114,7 +115,9 @@ class CodeSubscriptions:
         purpose: Literal["subscribe", "leave"] = "subscribe",
     ) -> dict[str, Any]:
         """Send a code (unless a limit is reached: TooManyRequests). Returns the answer.
-        Codes for leaving count against the same limits."""
+        Codes for leaving count against the same limits. ChannelUnavailable when no
+        gateway would send the code: nothing is promised that cannot happen."""
+        require_channel(self.store.config, channel)
         addr, h = self._normalize(channel, address)
         cats = sorted(set(categories))
         self.recipients._check_categories(cats)

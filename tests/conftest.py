@@ -67,6 +67,21 @@ def config(config_factory: Callable[..., Config]) -> Config:
     return config_factory()
 
 
+def dry_run_channels(config: Config, outbox: Path) -> Config:
+    """`config` with SMS and email sending to dry-run outboxes under `outbox` (files, no
+    gateway): channels that can send, so the subscribe forms are offered."""
+    tree = config.model_dump()
+    tree["channels"]["sms"]["settings"] = {
+        **tree["channels"]["sms"]["settings"],
+        "gateways": [{"type": "outbox", "dir": str(outbox / "sms")}],
+    }
+    tree["channels"]["email"]["settings"] = {
+        **tree["channels"]["email"]["settings"],
+        "outbox_dir": str(outbox / "email"),
+    }
+    return Config.model_validate(tree)
+
+
 async def _pg_store(config: Config) -> AsyncIterator[SqlStore]:
     assert PG_URL is not None
     url = "postgresql+asyncpg://" + PG_URL.split("://", 1)[1]

@@ -146,8 +146,12 @@ class ReportDoesNotAddUp(Conflict):
 class ChannelStat:
     channel: Channel
     label: str
-    items: int  #: publications of the year that went to this channel
-    delivered: int  #: ledger rows of the year sent or delivered
+    #: publications of the year that reached this channel (a row that publishes it there,
+    #: or a digest that lists it, sent or delivered): not what the item asked for
+    items: int
+    #: item deliveries of the year sent or delivered (a digest: one per item it carried;
+    #: transactional messages never)
+    delivered: int
     failed: int  #: failed or unknown
     pending: int  #: still queued, sending, retrying or deferred
     skipped: int
@@ -246,20 +250,6 @@ async def _publications(store: SqlStore, report: AnnualReport, calendar: WorkCal
             )
         ).all()
         published_ids = {r.id for r in rows}
-        channel_rows = (
-            await conn.execute(
-                sa.select(ev.c.item_id, ev.c.channels).where(
-                    ev.c.kind == EventKind.PUBLISHED,
-                    ev.c.item_id.in_(
-                        sa.select(i.c.id).where(
-                            i.c.published_at >= start,
-                            i.c.published_at < end,
-                            i.c.disclosure == Disclosure.PROACTIVE.value,
-                        )
-                    ),
-                )
-            )
-        ).all()
         events = (
             await conn.execute(
                 sa.select(ev.c.kind, ev.c.created_at, t.revisions.c.created_at.label("changed_at"))
@@ -279,13 +269,7 @@ async def _publications(store: SqlStore, report: AnnualReport, calendar: WorkCal
                 )
             )
         ).all()
-        ledger = (
-            await conn.execute(
-                sa.select(t.deliveries.c.channel, t.deliveries.c.state, sa.func.count())
-                .where(t.deliveries.c.created_at >= start, t.deliveries.c.created_at < end)
-                .group_by(t.deliveries.c.channel, t.deliveries.c.state)
-            )
-        ).all()
+        ledger, reached = await _channel_ledger(conn, start, end)
     report.published = len(rows)
     categories = Counter(r.category for r in rows)
     report.by_category = [
@@ -295,9 +279,9 @@ async def _publications(store: SqlStore, report: AnnualReport, calendar: WorkCal
         report.by_month[r.published_at.astimezone(tz).month - 1] += 1
         if is_late(r.written_at, r.published_at, tz, calendar):
             report.late += 1
-    per_channel = Counter(
-        ch for r in channel_rows if r.item_id in published_ids for ch in r.channels
-    )
+    # what went out, not what was asked for: an item counts on a channel once a row that
+    # publishes it there (or a digest listing it) was sent or delivered
+    per_channel = Counter(ch for ch, item_id in reached if item_id in published_ids)
     states: dict[str, Counter[str]] = {}
     for channel, state, n in ledger:
         states.setdefault(channel, Counter())[state] += n
@@ -323,6 +307,67 @@ async def _publications(store: SqlStore, report: AnnualReport, calendar: WorkCal
             report.withdrawn += 1
         else:
             report.expired += 1
+
+
+async def _channel_ledger(
+    conn: Any, start: datetime, end: datetime
+) -> tuple[list[Any], set[tuple[str, str]]]:
+    """The year's item deliveries per (channel, state), and the (channel, item) pairs that
+    went out. Transactional messages (codes, confirmation mails, operators' notices) are
+    no publication and never count; a digest counts once per item it carried."""
+    d, di = t.deliveries, t.digest_items
+    bpi = t.board_pack_items
+    in_year = sa.and_(d.c.created_at >= start, d.c.created_at < end)
+    is_digest = d.c.subject.in_(sa.select(di.c.subject))
+    is_message = d.c.subject.like("msg:%")
+    plain = (
+        await conn.execute(
+            sa.select(d.c.channel, d.c.state, sa.func.count())
+            .where(in_year, sa.not_(is_message), sa.not_(is_digest))
+            .group_by(d.c.channel, d.c.state)
+        )
+    ).all()
+    digests = (
+        await conn.execute(
+            sa.select(d.c.channel, d.c.state, sa.func.count())
+            .join(di, di.c.subject == d.c.subject)
+            .where(in_year)
+            .group_by(d.c.channel, d.c.state)
+        )
+    ).all()
+    # a board pack that posts the item (not one that only takes it down)
+    posting_pack = d.c.subject.in_(
+        sa.select(sa.literal("pack:") + sa.cast(bpi.c.pack_id, sa.String)).where(
+            bpi.c.action == "post"
+        )
+    )
+    went_out = d.c.state.in_(DELIVERED_STATES)
+    reached = {
+        (str(r.channel), str(r.item_id))
+        for r in (
+            await conn.execute(
+                sa.select(d.c.channel, d.c.item_id)
+                .distinct()
+                .where(
+                    went_out,
+                    d.c.item_id.is_not(None),
+                    sa.or_(d.c.publishes.is_(True), posting_pack),
+                )
+            )
+        ).all()
+    }
+    reached |= {
+        (str(r.channel), str(r.item_id))
+        for r in (
+            await conn.execute(
+                sa.select(d.c.channel, di.c.item_id)
+                .distinct()
+                .join(di, di.c.subject == d.c.subject)
+                .where(went_out)
+            )
+        ).all()
+    }
+    return [*plain, *digests], reached
 
 
 async def _legal(store: SqlStore, report: AnnualReport) -> None:

@@ -16,6 +16,7 @@ from publisher.errors import ConfigError, Unauthorized, ValidationFailed
 from publisher.ledger import DeliveryState, Ledger, item_rows
 from publisher.metrics import METRICS
 from publisher.packs import flags as board_flags
+from publisher.readiness import item_readiness
 from publisher.store import schema as t
 from publisher.web.api import _enum_param, _int_param, iso, json_response
 from publisher.web.keys import CONFIG, STORE, WORKER
@@ -67,7 +68,7 @@ async def item_deliveries(request: web.Request) -> web.Response:
     store = request.app[STORE]
     config = request.app[CONFIG]
     item_id = request.match_info["item_id"]
-    await store.get_item(item_id)
+    item = await store.get_item(item_id)
     state = _enum_param(request, "state", DeliveryState)
     channel = request.query.get("channel")
     if channel is not None and channel not in ("portal", "rss", "sms", "email", "board"):
@@ -103,6 +104,11 @@ async def item_deliveries(request: web.Request) -> web.Response:
         {
             "item_id": item_id,
             "counts": await Ledger(store).counts(item_id),
+            # whether each of the item's channels can deliver at all: rows of a channel
+            # that is not_configured stay queued until it is
+            "channels": {
+                name: found.as_json() for name, found in (await item_readiness(store, item)).items()
+            },
             "deliveries": [
                 {
                     "id": r.id,

@@ -42,6 +42,18 @@ def _html(*codes: int) -> dict[str, Any]:
 
 
 _ITEM = {"description": "the item", "content": {"application/json": {"schema": {"type": "object"}}}}
+#: a channel's state in an item's deliveries (publisher.readiness)
+CHANNEL_STATE: dict[str, Any] = {
+    "type": "object",
+    "required": ["state", "reason", "dry_run", "targets"],
+    "properties": {
+        "state": {"type": "string", "enum": ["active", "not_configured", "no_targets"]},
+        "reason": {"type": ["string", "null"], "description": "why it cannot deliver"},
+        "dry_run": {"type": "boolean"},
+        "targets": {"type": ["integer", "null"], "description": "targets it would reach"},
+    },
+}
+
 _ID = {"name": "item_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
@@ -179,7 +191,44 @@ PATHS: dict[str, dict[str, Any]] = {
                     )
                 ),
             ],
-            "responses": {"200": {"description": "counts and rows"}, **problems(401, 404, 422)},
+            "description": "`channels` says, for each of the item's channels, whether it "
+            "can deliver at all: `active`, `not_configured` (nothing to send through: no SMS "
+            "gateway, no SMTP server, no portal endpoint, disabled; its rows stay `queued` "
+            "until it is configured) or `no_targets` (nobody takes the item's category: no "
+            "subscriber, no notice board). `dry_run` is true for a dry-run outbox (messages "
+            "written to files, not sent).",
+            "responses": {
+                "200": {
+                    "description": "counts, each channel's state, and rows",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["item_id", "counts", "channels", "deliveries"],
+                                "properties": {
+                                    "item_id": {"type": "string"},
+                                    "counts": {
+                                        "type": "object",
+                                        "additionalProperties": {
+                                            "type": "object",
+                                            "additionalProperties": {"type": "integer"},
+                                        },
+                                    },
+                                    "channels": {
+                                        "type": "object",
+                                        "additionalProperties": CHANNEL_STATE,
+                                    },
+                                    "deliveries": {"type": "array", "items": {"type": "object"}},
+                                    "page": {"type": "integer"},
+                                    "per_page": {"type": "integer"},
+                                    "total": {"type": "integer"},
+                                },
+                            }
+                        }
+                    },
+                },
+                **problems(401, 404, 422),
+            },
         }
     },
     "/api/v1/items/{item_id}/deliveries/retry": {
@@ -231,6 +280,16 @@ PATHS: dict[str, dict[str, Any]] = {
             "responses": {
                 "202": {"description": "code sent (number masked)"},
                 **problems(400, 413, 415, 422, 429),
+                "503": {
+                    "description": "the channel cannot send (no SMS gateway / no SMTP server): "
+                    "nothing is sent or promised; the problem's type ends with "
+                    "`channel-unavailable` and `channel` names it",
+                    "content": {
+                        "application/problem+json": {
+                            "schema": {"$ref": "#/components/schemas/Problem"}
+                        }
+                    },
+                },
             },
         }
     },

@@ -20,7 +20,7 @@ from publisher.config import Config
 from publisher.errors import ConfigError
 from publisher.fanout import _takes
 from publisher.models import Item
-from publisher.store.sql import SqlStore
+from publisher.store.sql import SqlStore, utcnow
 from publisher.subjects import attachment_links, content_subject
 from publisher.web.api import json_response
 from publisher.web.keys import CONFIG, STORE
@@ -43,7 +43,9 @@ def item_subject(config: Config, item: Item) -> Subject:
         item_id=item.id,
         revision=rev.number,
         index_no=item.index_no,
-        published_at=item.published_at,
+        # a draft has no publication time yet: the preview shows it as published now
+        # (never a missing time, which a feed would print as the epoch)
+        published_at=item.published_at or utcnow(),
         event_at=item.updated_at,
         correction_note=rev.correction_note,
         attachments=attachment_links(config, item.id, item.attachments, rev.number),

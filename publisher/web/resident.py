@@ -43,7 +43,8 @@ from multidict import MultiDict
 from publisher.addresses import mask, normalize
 from publisher.config import Config
 from publisher.derived import derived_key
-from publisher.errors import ConfigError, ValidationFailed
+from publisher.errors import ChannelUnavailable, ConfigError, ValidationFailed
+from publisher.readiness import can_send
 from publisher.recipients import Frequency
 from publisher.subscriptions import CodeSubscriptions, TooManyRequests
 from publisher.web.display import COOKIE as DISPLAY_COOKIE
@@ -202,6 +203,22 @@ def _unavailable(request: web.Request, exc: ConfigError) -> web.Response:
     )
 
 
+def _channel_unavailable(request: web.Request, exc: ChannelUnavailable) -> web.Response:
+    _ = _gettext(request)
+    log.warning("resident subscription refused: %s", exc.detail)
+    if exc.channel == "sms":
+        heading = _("SMS subscriptions are not open yet.")
+    else:
+        heading = _("Email subscriptions are not open yet.")
+    return _notice(
+        request,
+        503,
+        heading,
+        _("Nothing was sent. You can follow new items in a feed reader meanwhile."),
+        links=_back_to_form(request, "feeds"),
+    )
+
+
 def _too_many(request: web.Request, exc: TooManyRequests, anchor: str) -> web.Response:
     _ = _gettext(request)
     return _notice(
@@ -324,6 +341,8 @@ async def _form_post(
         return again(form, ("address", _("Enter your email address.")))
     try:
         result = await call(form, address)
+    except ChannelUnavailable as exc:
+        return _channel_unavailable(request, exc)
     except ConfigError as exc:
         return _unavailable(request, exc)
     except TooManyRequests as exc:
@@ -400,6 +419,9 @@ def _subscribe_form(
         taxonomy=config.taxonomy,
         sms_enabled=channels.sms.enabled,
         email_enabled=channels.email.enabled,
+        # a form is offered only when what it promises (a code, a mail) would go out
+        sms_ready=can_send(config, "sms"),
+        email_ready=can_send(config, "email"),
         rss_enabled=channels.rss.enabled,
         sms_chosen=sms_chosen or [],
         email_chosen=email_chosen or [],

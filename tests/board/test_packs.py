@@ -74,7 +74,9 @@ async def _operator_messages(store: SqlStore) -> list[tuple[str, str, str]]:
     m = t.messages
     async with store.read() as conn:
         rows = (
-            await conn.execute(sa.select(m).where(m.c.purpose == "board_pack").order_by(m.c.id))
+            await conn.execute(
+                sa.select(m).where(m.c.purpose.startswith("board_pack")).order_by(m.c.id)
+            )
         ).all()
     return [(r.channel, box.open(r.address_enc), box.open(r.body_enc)) for r in rows]
 
@@ -239,3 +241,38 @@ async def test_confirming_a_pack_not_out_yet_is_refused(store: SqlStore) -> None
     async with store.write() as conn:
         await conn.execute(t.item_events.update().values(planned_at=None))
     assert await FanOut(store, Ledger(store)).plan_pending() == 0
+
+
+async def test_a_pack_is_not_finished_until_its_operator_is_told(store: SqlStore) -> None:
+    """Issue 18.2: the board row is `sent` once the pack is made, but with no SMS gateway
+    or SMTP server the operator's notices stay queued: the progress must not say 100%."""
+    from publisher.packs import packs_awaiting_operator
+    from publisher.web.ui.dashboard import AWAITING_OPERATOR, progress
+
+    await _boards(store)
+    item = await publish(store, await _item(store))
+    async with running(store):
+        await wait_settled(store, item.id)
+    counts = {"board": {"sent": 2}}  # 北村 (operator with contacts) and 镇政府 (none)
+    assert await packs_awaiting_operator(store, item.id) == 1
+    shown = progress(counts, awaiting_operator=1)["channels"][0]
+    assert shown["states"] == {"sent": 1, AWAITING_OPERATOR: 1}
+    assert shown["percent"] == 50 and shown["done"] == 1
+
+    # once one of the operator's notices has gone out, the pack is finished
+    d, m = t.deliveries, t.messages
+    async with store.write() as conn:
+        first = (
+            (
+                await conn.execute(
+                    sa.select(m.c.id).where(m.c.purpose.startswith("board_pack")).order_by(m.c.id)
+                )
+            )
+            .scalars()
+            .first()
+        )
+        await conn.execute(
+            d.update().where(d.c.subject == f"msg:{first}").values(state=DeliveryState.SENT.value)
+        )
+    assert await packs_awaiting_operator(store, item.id) == 0
+    assert progress(counts)["channels"][0]["percent"] == 100

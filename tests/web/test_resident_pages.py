@@ -14,11 +14,12 @@ import pytest
 import sqlalchemy as sa
 
 from publisher.addresses import AddressBox
+from publisher.config import Config
 from publisher.recipients import Consent, Recipients, RecipientStatus
 from publisher.store import schema as t
 from publisher.store.sql import SqlStore
 from publisher.web.resident import FORM_COOKIE, Tickets
-from tests.conftest import Api
+from tests.conftest import Api, dry_run_channels
 from tests.web import create, submit_and_approve
 
 NUMBER = "13800138000"
@@ -26,6 +27,12 @@ MASKED = "138****8000"
 EMAIL = "Zhang.San@Example.ORG"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 TICKET = re.compile(r'name="ticket" value="([^"]+)"')
+
+
+@pytest.fixture
+def config(config_factory: Any, tmp_path: Any) -> Config:
+    """SMS and email that can send (to dry-run outboxes): the forms are offered."""
+    return dry_run_channels(config_factory(), tmp_path / "outbox")
 
 
 class Resident:

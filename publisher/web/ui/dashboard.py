@@ -13,6 +13,8 @@ from aiohttp import web
 from publisher.errors import PublisherError
 from publisher.ledger import FINAL, DeliveryState, Ledger
 from publisher.models import Action, Channel, Item, ItemStatus, Role
+from publisher.packs import packs_awaiting_operator
+from publisher.readiness import ChannelState, Readiness, item_readiness
 from publisher.store import schema as t
 from publisher.store.sql import utcnow
 from publisher.web.deliveries import target_labels
@@ -39,14 +41,25 @@ FINAL_VALUES = frozenset(s.value for s in FINAL)
 STATE_ORDER = [s.value for s in DeliveryState]
 
 
-def progress(counts: dict[str, dict[str, int]]) -> dict[str, Any]:
-    """Per channel: total, finished, percent and the counts by state; and overall."""
+#: a board row `sent` whose operator has not been told yet (shown apart, not finished)
+AWAITING_OPERATOR = "awaiting_operator"
+
+
+def progress(counts: dict[str, dict[str, int]], *, awaiting_operator: int = 0) -> dict[str, Any]:
+    """Per channel: total, finished, percent and the counts by state; and overall.
+    `awaiting_operator` board rows are `sent` (the pack is made) while the operator's
+    notice has not gone out: they count as AWAITING_OPERATOR, not as finished."""
     channels = []
     all_total = all_done = 0
     for channel in [c.value for c in Channel]:
-        states = counts.get(channel)
+        states = dict(counts.get(channel) or {})
         if not states:
             continue
+        if channel == Channel.BOARD.value and awaiting_operator:
+            waiting = min(awaiting_operator, states.get(DeliveryState.SENT.value, 0))
+            states[DeliveryState.SENT.value] -= waiting
+            states[AWAITING_OPERATOR] = waiting
+            states = {s: n for s, n in states.items() if n}
         total = sum(states.values())
         done = sum(n for s, n in states.items() if s in FINAL_VALUES)
         all_total += total
@@ -57,7 +70,7 @@ def progress(counts: dict[str, dict[str, int]]) -> dict[str, Any]:
                 "total": total,
                 "done": done,
                 "percent": round(100 * done / total) if total else 100,
-                "states": {s: states[s] for s in STATE_ORDER if s in states},
+                "states": {s: states[s] for s in [*STATE_ORDER, AWAITING_OPERATOR] if s in states},
             }
         )
     return {
@@ -98,11 +111,44 @@ async def attention_rows(request: web.Request, item: Item) -> list[dict[str, Any
     ]
 
 
-def _labelled(request: web.Request, prog: dict[str, Any]) -> dict[str, Any]:
+def _labelled(
+    request: web.Request, prog: dict[str, Any], ready: dict[str, Readiness]
+) -> dict[str, Any]:
+    """Labels in the staff's language; each of the item's channels says whether it can
+    deliver (`readiness`); rows of a channel that is not configured are waiting for it."""
+    _ = gettext_for(request).gettext
     for ch in prog["channels"]:
         ch["label"] = views.channel_label(request, ch["channel"])
         ch["state_labels"] = {s: views.state_label(request, s) for s in ch["states"]}
+        found = ready.get(ch["channel"])
+        if found is not None and found.state is ChannelState.NOT_CONFIGURED:
+            ch["state_labels"][DeliveryState.QUEUED.value] = _("Waiting for configuration")
+        if AWAITING_OPERATOR in ch["states"]:
+            ch["state_labels"][AWAITING_OPERATOR] = _("Print pack made, operator not yet told")
+    prog["readiness"] = {
+        name: {**found.as_json(), "note": views.readiness_note(request, found)}
+        for name, found in ready.items()
+    }
+    with_rows = {ch["channel"] for ch in prog["channels"]}
+    prog["idle"] = [
+        {
+            "channel": name,
+            "label": views.channel_label(request, name),
+            "note": views.readiness_note(request, found)
+            or _("Nothing planned for this channel yet"),
+        }
+        for name, found in ready.items()
+        if name not in with_rows
+    ]
     return prog
+
+
+async def item_progress_data(request: web.Request, item: Item) -> dict[str, Any]:
+    store = request.app[STORE]
+    counts = await Ledger(store).counts(item.id)
+    awaiting = await packs_awaiting_operator(store, item.id) if Channel.BOARD.value in counts else 0
+    ready = await item_readiness(store, item)
+    return _labelled(request, progress(counts, awaiting_operator=awaiting), ready)
 
 
 #: how long after publication a page with no deliveries yet keeps looking for them
@@ -131,7 +177,7 @@ async def item_page(request: web.Request) -> web.Response:
     item = await _item(request)
     user = current_session(request).user
     _ = gettext_for(request).gettext
-    prog = _labelled(request, progress(await Ledger(store).counts(item.id)))
+    prog = await item_progress_data(request, item)
     notices = {
         "submitted": _("Submitted for review."),
         "approved": _("Approved."),
@@ -195,7 +241,7 @@ async def item_page(request: web.Request) -> web.Response:
 async def item_progress(request: web.Request) -> web.Response:
     """Counts per channel and state as JSON, for the page's polling script."""
     item = await _item(request)
-    prog = _labelled(request, progress(await Ledger(request.app[STORE]).counts(item.id)))
+    prog = await item_progress_data(request, item)
     return web.json_response(
         prog,
         dumps=lambda d: json.dumps(d, ensure_ascii=False),

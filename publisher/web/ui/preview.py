@@ -31,9 +31,11 @@ from channels import load_adapter_class
 from channels.base import AdapterContext, Subject, Target
 from publisher.config import Config
 from publisher.models import Channel, Content, Item
+from publisher.readiness import readiness
 from publisher.store import schema as t
 from publisher.store.sql import SqlStore, utcnow
 from publisher.subjects import attachment_links, content_subject
+from publisher.web.ui import views
 
 #: a sample target per channel: previews never name a real resident or endpoint
 SAMPLE_TARGETS: dict[str, Target] = {
@@ -64,6 +66,10 @@ class ChannelPreview:
     raw: str | None = None
     #: what the reader sees: title, lines of meta data, the body as HTML (sanitized)
     view: dict[str, Any] | None = None
+    #: whether the channel can deliver (publisher.readiness): active, not_configured,
+    #: no_targets; `note` says it in words (an untranslated msgid, None when active)
+    state: str = "active"
+    note: str | None = None
 
 
 def subject_for(
@@ -114,18 +120,23 @@ async def previews(
 ) -> list[ChannelPreview]:
     subject = subject_for(config, content, item)
     out: list[ChannelPreview] = []
+    ready = await readiness(
+        store, [c.value for c in Channel if c in content.channels], category=content.category
+    )
     for channel in Channel:
         if channel not in content.channels:
             continue
         name = channel.value
+        found = ready[name]
+        st, note = found.state.value, views.readiness_msgid(found)
         cfg = config.channels.get(name)
         if not cfg.enabled:
-            out.append(ChannelPreview(name, disabled=True))
+            out.append(ChannelPreview(name, disabled=True, state=st, note=note))
             continue
         try:
             cls = load_adapter_class(name, cfg.adapter)
         except LookupError:
-            out.append(ChannelPreview(name, missing=True))
+            out.append(ChannelPreview(name, missing=True, state=st, note=note))
             continue
         try:
             adapter = cls(
@@ -135,7 +146,9 @@ async def previews(
             )
             rendered = adapter.render(subject, SAMPLE_TARGETS[name])
         except Exception as exc:  # a preview must never break the form
-            out.append(ChannelPreview(name, error=str(exc) or type(exc).__name__))
+            out.append(
+                ChannelPreview(name, error=str(exc) or type(exc).__name__, state=st, note=note)
+            )
             continue
         kind = _kind(rendered.content_type, name)
         text = (
@@ -168,6 +181,8 @@ async def previews(
                 subscribers=await sms_subscribers(store, content.category)
                 if kind == "sms"
                 else None,
+                state=st,
+                note=note,
             )
         )
     return out

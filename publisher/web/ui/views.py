@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from publisher.models import Channel, Disclosure, Item, ItemStatus, RelationKind, RevisionState
+from publisher.readiness import ChannelState, Readiness
 from publisher.store import schema as t
 from publisher.store.sql import SqlStore
 from publisher.web.keys import CONFIG
@@ -99,6 +100,32 @@ def channel_label(request: web.Request, channel: Channel | str) -> str:
         return tr(request, CHANNEL_LABELS[Channel(channel)])
     except ValueError:
         return str(channel)
+
+
+#: what staff read for a channel that cannot deliver, by (channel, state); "*": any channel
+READINESS_NOTES: Mapping[tuple[str, str], str] = {
+    ("sms", "not_configured"): N_("Waiting for configuration: no SMS gateway"),
+    ("email", "not_configured"): N_("Waiting for configuration: no SMTP server"),
+    ("portal", "not_configured"): N_("Waiting for configuration: no portal endpoint"),
+    ("*", "not_configured"): N_("Waiting for configuration"),
+    ("board", "no_targets"): N_("No notice board carries this category"),
+    ("*", "no_targets"): N_("No subscriber takes this category"),
+}
+
+
+def readiness_msgid(found: Readiness) -> str | None:
+    """The (untranslated) words for a channel's state; None when it delivers for real."""
+    if found.state is ChannelState.ACTIVE:
+        return N_("Dry run: written to files, not sent") if found.dry_run else None
+    return READINESS_NOTES.get((found.channel, found.state.value)) or READINESS_NOTES.get(
+        ("*", found.state.value)
+    )
+
+
+def readiness_note(request: web.Request, found: Readiness) -> str:
+    """A channel's state in words ("" when it delivers for real; 试运行 for a dry run)."""
+    msgid = readiness_msgid(found)
+    return tr(request, msgid) if msgid else ""
 
 
 def state_label(request: web.Request, state: str) -> str:
