@@ -438,9 +438,11 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         try:
+            # settling includes a staff retry of everything: (a) to (c) again after it
             self.run(self._settle())
-            self.check_retractions(settled=True)
+            self.check_withdrawals()
             self.check_repeats()
+            self.check_retractions(settled=True)
             self.run(self.check_public_surfaces())
             if os.environ.get("GK_DEBUG"):
                 print(  # noqa: T201
@@ -682,13 +684,17 @@ class LifecycleMachine(RuleBasedStateMachine):
                 f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"}
             )
             await resp.read()
-            after = await self._recipient_states()
-            assert after == before, (
-                f"(e) the unsubscribe link of an erased subscription ({token}) acted on "
-                f"someone: {before} -> {after}"
-            )
+            self.check_link(token, before, await self._recipient_states())
 
         self.run(go())
+
+    def check_link(
+        self, token: str, before: dict[int, tuple[str, str]], after: dict[int, tuple[str, str]]
+    ) -> None:
+        assert after == before, (
+            f"(e) the unsubscribe link of an erased subscription ({token}) acted on "
+            f"someone: {before} -> {after}"
+        )
 
     async def _recipient_states(self) -> dict[int, tuple[str, str]]:
         async with self.store.read() as conn:
@@ -836,11 +842,9 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     @rule()
     def settle(self) -> None:
-        """Far ends recover, the worker drains, staff retry what failed, it drains again:
-        then the retractions are complete and the public surfaces are right."""
+        """Far ends recover, the worker drains, staff retry what failed, it drains again
+        (what the end of every run does before checking (b) and (d))."""
         self.run(self._settle())
-        self.check_retractions(settled=True)
-        self.run(self.check_public_surfaces())
 
     async def _drain(self) -> None:
         await self._release()
@@ -882,6 +886,9 @@ class LifecycleMachine(RuleBasedStateMachine):
     @invariant()
     def no_live_payload_after_withdrawal(self) -> None:
         """(a)"""
+        self.check_withdrawals()
+
+    def check_withdrawals(self) -> None:
         for a in self.far.arrivals:
             for action, item_id in a.lines:
                 at = self.model.withdrawn_at.get(item_id)
