@@ -58,7 +58,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -107,6 +107,8 @@ LIVE_KINDS = frozenset({"published", "corrected"})
 RETRACT_KINDS = frozenset({"withdrawn", "expired"})
 #: what a far end does with an attempt: take it, refuse it (4xx), fail (5xx), time out
 MODES = ("ok", "reject", "down", "timeout")
+#: how the far ends answer a turn's first attempts (then as their mode says)
+ANSWERS = st.lists(st.sampled_from(MODES), max_size=4)
 CATEGORIES = ("nync", "zwgk", "shjz")
 MAX_ITEMS = 8
 PHONES = tuple(f"+8613800000{i:03d}" for i in range(4))
@@ -161,6 +163,8 @@ class FarEnd:
     holding: set[int] = field(default_factory=set)
     arrivals: list[Arrival] = field(default_factory=list)
     held: list[tuple[Arrival, asyncio.Future[None]]] = field(default_factory=list)
+    #: answers for the next attempts answered, whatever their channel, before `mode`
+    script: list[str] = field(default_factory=list)
     seq: int = 0
 
     def tick(self) -> int:
@@ -174,7 +178,9 @@ class FarEnd:
             gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self.held.append((arrival, gate))
             await gate  # cancelled by a crash: the worker never hears back
-        mode = self.mode[arrival.channel]
+        mode = self.script.pop(0) if self.script else self.mode[arrival.channel]
+        if arrival.channel == "rss":
+            mode = "ok"  # the feeds are files this process writes: no far end to fail
         if mode == "reject":
             raise PermanentDeliveryError("HTTP 400: refused", reason="rejected")
         if mode == "down":
@@ -347,9 +353,11 @@ def machine_env(root: Path) -> dict[str, str]:
 
 
 def machine_config(root: Path) -> Config:
-    """The repository's config.yaml with two portals (one for every category, one for
-    nync only), overridden as machine_env says."""
+    """The repository's config.yaml with three of its categories and two portals (one
+    for every category, one for nync only), overridden as machine_env says."""
     tree = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
+    # three categories (so eight feeds become four: a worker's start writes each)
+    tree["taxonomy"] = [c for c in tree["taxonomy"] if c["slug"] in CATEGORIES]
     tree["channels"]["portal"]["endpoints"] = [
         {"name": "county", "address": "https://gk.county.example.cn/push"},
         {
@@ -375,6 +383,8 @@ class Model:
     markers: dict[str, set[str]] = field(default_factory=dict)
     #: item -> the far end's sequence number when its withdrawal committed
     withdrawn_at: dict[str, int] = field(default_factory=dict)
+    #: residents (by number) who subscribed and were not erased since
+    residents: set[int] = field(default_factory=set)
     #: unsubscribe tokens from mails to subscriptions since erased
     dead_links: set[str] = field(default_factory=set)
     crashes: int = 0
@@ -444,19 +454,6 @@ class LifecycleMachine(RuleBasedStateMachine):
             self.check_repeats()
             self.check_retractions(settled=True)
             self.run(self.check_public_surfaces())
-            if os.environ.get("GK_DEBUG"):
-                print(  # noqa: T201
-                    "DEBUG items",
-                    dict(Counter(s.value for s in self.status.values())),
-                    "arrivals",
-                    dict(Counter((a.channel, a.kind, a.accepted) for a in self.far.arrivals)),
-                    "dead",
-                    len(self.model.dead_links),
-                    "crashes",
-                    self.model.crashes,
-                    "withdrawn",
-                    len(self.model.withdrawn_at),
-                )
         finally:
             self.run(self._close())
 
@@ -623,7 +620,7 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     # -- residents ---------------------------------------------------------------------------
 
-    @initialize(sms=st.integers(0, 2), email=st.integers(0, 2))
+    @initialize(sms=st.integers(0, 2), email=st.integers(1, 2))
     def residents(self, sms: int, email: int) -> None:
         """Some residents have subscribed before anything happens."""
 
@@ -631,8 +628,10 @@ class LifecycleMachine(RuleBasedStateMachine):
             recipients = Recipients(self.store)
             for who in range(sms):
                 await recipients.subscribe("sms", PHONES[who], VERIFIED["sms"])
+                self.model.residents.add(who)
             for who in range(email):
                 await recipients.subscribe("email", EMAILS[who], VERIFIED["email"])
+                self.model.residents.add(who)
 
         self.run(go())
 
@@ -644,15 +643,20 @@ class LifecycleMachine(RuleBasedStateMachine):
     def subscribe(self, channel: str, who: int, categories: list[str]) -> None:
         """A resident subscribes (or again, after leaving or being erased), confirmed."""
         address = PHONES[who] if channel == "sms" else EMAILS[who]
+        self.model.residents.add(who)
         self.run(
             Recipients(self.store).subscribe(
                 channel, address, VERIFIED[channel], categories=categories
             )
         )
 
-    @rule(who=st.integers(0, 3))
-    def erase(self, who: int) -> None:
+    @precondition(lambda self: bool(self.model.residents))
+    @rule(i=st.integers(0, 3))
+    def erase(self, i: int) -> None:
         """A resident asks to be forgotten (both channels)."""
+        residents = sorted(self.model.residents)
+        who = residents[i % len(residents)]
+        self.model.residents.discard(who)
 
         async def go() -> None:
             recipients = Recipients(self.store)
@@ -726,15 +730,20 @@ class LifecycleMachine(RuleBasedStateMachine):
         """The planner's pass: every unplanned event becomes ledger rows."""
         self.run(self.worker.fanout.plan_pending())
 
-    @rule(channel=st.sampled_from(CHANNELS), hold=st.booleans())
-    def turn(self, channel: str, hold: bool) -> None:
+    @rule(channel=st.sampled_from(CHANNELS), hold=st.booleans(), answers=ANSWERS)
+    def turn(self, channel: str, hold: bool, answers: list[str]) -> None:
         """One turn of a channel: write the outcomes in hand, claim what is due, attempt
-        it; with `hold`, the attempts stay in flight at the far end."""
-        self.run(self._turn(channel, hold, pause=True))
+        it; with `hold`, the attempts stay in flight at the far end. The first attempts
+        answered get `answers`, the rest what their far end does now."""
+        self.far.script = list(answers)
+        try:
+            self.run(self._turn(channel, hold, pause=True))
+        finally:
+            self.far.script = []
 
     @precondition(lambda self: bool(self.model.items))
-    @rule()
-    def worker_pass(self) -> None:
+    @rule(answers=ANSWERS)
+    def worker_pass(self, answers: list[str]) -> None:
         """The planner's pass, then one turn of every channel, attempts answered at once."""
 
         async def go() -> None:
@@ -743,7 +752,11 @@ class LifecycleMachine(RuleBasedStateMachine):
             for channel in CHANNELS:
                 await self._turn(channel, hold=False)
 
-        self.run(go())
+        self.far.script = list(answers)
+        try:
+            self.run(go())
+        finally:
+            self.far.script = []
 
     async def _turn(self, channel: str, hold: bool, *, pause: bool = False) -> int:
         w = self.worker
@@ -772,10 +785,15 @@ class LifecycleMachine(RuleBasedStateMachine):
         return len(rows) + len(batch)
 
     @precondition(lambda self: bool(self.far.held))
-    @rule()
-    def far_end_answers(self) -> None:
-        """The attempts in flight get their answers (as each far end behaves now)."""
-        self.run(self._release())
+    @rule(answers=ANSWERS)
+    def far_end_answers(self, answers: list[str]) -> None:
+        """The attempts in flight get their answers (`answers`, then as each far end
+        behaves now)."""
+        self.far.script = list(answers)
+        try:
+            self.run(self._release())
+        finally:
+            self.far.script = []
 
     async def _release(self) -> None:
         held, self.far.held = self.far.held, []
@@ -839,12 +857,6 @@ class LifecycleMachine(RuleBasedStateMachine):
     def drain(self) -> None:
         """The worker runs until nothing is left to do (far ends as they are now)."""
         self.run(self._drain())
-
-    @rule()
-    def settle(self) -> None:
-        """Far ends recover, the worker drains, staff retry what failed, it drains again
-        (what the end of every run does before checking (b) and (d))."""
-        self.run(self._settle())
 
     async def _drain(self) -> None:
         await self._release()
@@ -1034,8 +1046,6 @@ def _run_machine(backend: str) -> None:
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
         database=None,
     )
-    if os.environ.get("GK_NOSHRINK"):
-        base = settings(base, phases=[Phase.generate])
     loop = asyncio.new_event_loop()
     root = Path(tempfile.mkdtemp(prefix="gk-statem-"))
     stores = AsyncExitStack()
