@@ -611,6 +611,29 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.run(self._refresh(item_id))
 
     @precondition(lambda self: self._has(ItemStatus.PUBLISHED))
+    @rule(i=st.integers(0, MAX_ITEMS), answers=ANSWERS)
+    def withdraw_mid_turn(self, i: int, answers: list[str]) -> None:
+        """The worker's pass is under way — attempts out at the far ends, their outcomes
+        not yet written — when a reviewer withdraws an item; then the answers come."""
+        item_id = self._pick(i, {ItemStatus.PUBLISHED})
+        assert item_id is not None
+
+        async def go() -> None:
+            await self.worker.fanout.plan_pending()
+            for channel in CHANNELS:
+                await self._turn(channel, hold=True)
+            await self.store.transition(item_id, Action.WITHDRAW, actor=REVIEWER, reason="发布有误")
+            self.model.withdrawn_at[item_id] = self.far.seq
+            await self._refresh(item_id)
+            self.far.script = list(answers)
+            await self._release()
+
+        try:
+            self.run(go())
+        finally:
+            self.far.script = []
+
+    @precondition(lambda self: self._has(ItemStatus.PUBLISHED))
     @rule(i=st.integers(0, MAX_ITEMS))
     def expiry_comes(self, i: int) -> None:
         """The sweep when this item's expires_at has passed (and any earlier one's)."""
