@@ -801,7 +801,8 @@ class LifecycleMachine(RuleBasedStateMachine):
         if pause:
             await asyncio.sleep(0.003)  # backoffs (at most 2 ms) come due
         batch, lane.outcomes = lane.outcomes, []
-        rows = await w.ledger.cycle(w.worker_id, batch, channel, 50)
+        # as DeliveryWorker._channel_loop: a channel that takes back what it sent says so
+        rows = await w.ledger.cycle(w.worker_id, batch, channel, 50, retracts=rt.limits.retracts)
         if hold:
             self.far.holding |= {row.id for row, _ in rows}
         tasks = [asyncio.ensure_future(w._attempt(rt, lane, row, stored)) for row, stored in rows]
@@ -848,7 +849,9 @@ class LifecycleMachine(RuleBasedStateMachine):
             for rt in self.worker.channels.values():
                 lane = rt.lanes[0]
                 batch, lane.outcomes = lane.outcomes, []
-                await self.worker.ledger.record(self.worker.worker_id, batch)
+                await self.worker.ledger.record(
+                    self.worker.worker_id, batch, retracts=rt.limits.retracts
+                )
 
         self.run(go())
 
