@@ -1108,7 +1108,7 @@ def _run_machine(backend: str) -> None:
             run_state_machine_as_test(machine, settings=settings(base, max_examples=25))
             batches += 1
         # for docs/reliability.md: how much was tried (each batch: 25 fresh examples)
-        print(
+        print(  # noqa: T201  (the timed run reports to the person who started it)
             f"\nlifecycle machine on {backend}: {batches} batches of 25 examples "
             f"(up to {STEPS} steps each) in {time.monotonic() - started:.0f} s, no violation"
         )
