@@ -152,6 +152,14 @@ class LoginSecurityConfig(_Strict):
     #: separate credentials and are not affected.
     require_totp_for: list[Literal["editor", "reviewer", "admin"]] = Field(default_factory=list)
 
+    @field_validator("require_totp_for", mode="before")
+    @classmethod
+    def _roles_from_text(cls, value: Any) -> Any:
+        # from the environment: "admin" or "admin,editor" (or YAML's "[admin, editor]")
+        if isinstance(value, str):
+            return [r for r in re.split(r"[\s,\[\]]+", value) if r]
+        return value
+
 
 class SecurityConfig(_Strict):
     #: key for residents' addresses at rest (urlsafe base64, 32 bytes)
