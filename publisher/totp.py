@@ -317,7 +317,7 @@ class Totp:
                     .values(last_step=step, failures=0, locked_until=None)
                 )
                 kind = "totp" if res.rowcount == 1 else None
-            elif code and not code.isdigit():
+            elif len(code) == RECOVERY_LENGTH:  # a 6-digit code is never a recovery code
                 rc = t.totp_recovery_codes
                 res = await conn.execute(
                     rc.update()
