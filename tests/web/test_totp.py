@@ -299,3 +299,50 @@ async def test_a_half_logged_in_session_opens_no_staff_page_and_no_api(ui: Any) 
     assert status == 303 and headers["Location"] == "/staff/login"
     async with store.read() as conn:
         assert (await conn.execute(sa.select(t.staff_sessions))).all() == []
+
+
+async def test_cli_totp_reset(tmp_path: Any) -> None:
+    from tests.cli.test_cli import cli, make_site, ok, one_line_error, open_store
+
+    cfg = make_site(tmp_path / "site")
+    ok(cli(cfg, "db", "upgrade"))
+    ok(cli(cfg, "user", "add", "wang", "--role", "admin", "--password-stdin", stdin=PASSWORD))
+    store = open_store(cfg)
+    try:
+        wang = await store.get_user("wang")
+        totp = Totp(store)
+        secret = await totp.pending_secret(wang.id)
+        await totp.confirm(wang, code_at(secret, now_step()))
+        assert (await totp.status(wang.id)).enrolled
+        result = ok(cli(cfg, "user", "totp-reset", "wang"))
+        assert "reset" in result.stdout
+        assert not (await totp.status(wang.id)).enrolled
+        async with store.read() as conn:
+            last = (
+                await conn.execute(sa.select(t.audit_log).order_by(t.audit_log.c.id.desc()))
+            ).first()
+        assert last is not None and (last.action, last.actor) == ("totp_reset", "cli")
+        one_line_error(cli(cfg, "user", "totp-reset", "nobody"), "nobody")
+    finally:
+        await store.close()
+
+
+async def test_a_code_raced_twice_is_accepted_once_on_every_backend(store: SqlStore) -> None:
+    import asyncio
+
+    user = await store.add_user("wu", Role.EDITOR, PASSWORD)
+    totp = Totp(store)
+    secret = await totp.pending_secret(user.id)
+    enrolled_at = datetime.now(UTC)
+    codes = await totp.confirm(user, code_at(secret, time_step(enrolled_at)), now=enrolled_at)
+    assert len(codes) == 10
+    now = enrolled_at + timedelta(minutes=3)
+    code = code_at(secret, time_step(now))
+    results = await asyncio.gather(
+        *(totp.verify(user, code, now=now) for _ in range(4)), return_exceptions=True
+    )
+    assert results.count("totp") == 1, results
+    assert all(isinstance(r, CodeRefused) for r in results if r != "totp")
+    assert await totp.verify(user, codes[0], now=now) == "recovery"
+    with pytest.raises(CodeRefused):
+        await totp.verify(user, codes[0], now=now)
