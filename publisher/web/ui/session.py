@@ -193,7 +193,8 @@ def current_session(request: web.Request) -> StaffSession:
     """The full session of a staff page (never a half-logged-in one)."""
     session = request.get(SESSION_KEY)
     assert isinstance(session, StaffSession), "staff page reached without a session"
-    assert session.pending is None, "staff page reached by a half-logged-in session"
+    if session.pending is not None:  # not an assert: this must hold under python -O too
+        raise RuntimeError("staff page reached by a half-logged-in session")
     return session
 
 
