@@ -75,8 +75,13 @@ class AddressBox:
             raise ConfigError("security.data_key: not urlsafe base64") from None
         if len(raw) != 32:
             raise ConfigError(f"security.data_key: must decode to 32 bytes, not {len(raw)}")
+        self._raw = raw
         self._aead = AESGCM(_derive(raw, b"gongkai/address/encrypt"))
         self._hash_key = _derive(raw, b"gongkai/address/hash")
+
+    def derived_key(self, purpose: bytes) -> bytes:
+        """A 32-byte key for another use of the data key (HKDF, `purpose` as info)."""
+        return _derive(self._raw, purpose)
 
     def hash(self, channel: str, address: str) -> str:
         msg = f"{channel}\x00{address}".encode()

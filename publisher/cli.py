@@ -412,6 +412,21 @@ async def user_disable(store: SqlStore, name: str) -> None:
     click.echo(f"{name} disabled; their tokens are revoked")
 
 
+@user.command("totp-reset")
+@click.argument("name")
+@with_store
+async def user_totp_reset(store: SqlStore, name: str) -> None:
+    """Remove a user's two-step verification (TOTP) and recovery codes; their staff
+    sessions end. For when the phone and the recovery codes are lost (audited, as "cli")."""
+    from publisher.totp import Totp
+
+    had = await Totp(store).reset(name, "cli")
+    click.echo(
+        f"two-step verification of {name} {'reset' if had else 'was not set up'}; "
+        "their staff sessions have ended"
+    )
+
+
 @user.command("list")
 @with_store
 async def user_list(store: SqlStore) -> None:

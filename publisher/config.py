@@ -143,11 +143,30 @@ class ServerConfig(_Strict):
         return value
 
 
+class LoginSecurityConfig(_Strict):
+    """`security.login`: the staff login's second factor (TOTP, issue 16)."""
+
+    #: roles that must use a TOTP second factor: such a user without one is sent to
+    #: enrolment right after the password and can do nothing else until enrolled.
+    #: Empty (the default): TOTP is optional for everyone. API bearer tokens are
+    #: separate credentials and are not affected.
+    require_totp_for: list[Literal["editor", "reviewer", "admin"]] = Field(default_factory=list)
+
+    @field_validator("require_totp_for", mode="before")
+    @classmethod
+    def _roles_from_text(cls, value: Any) -> Any:
+        # from the environment: "admin" or "admin,editor" (or YAML's "[admin, editor]")
+        if isinstance(value, str):
+            return [r for r in re.split(r"[\s,\[\]]+", value) if r]
+        return value
+
+
 class SecurityConfig(_Strict):
     #: key for residents' addresses at rest (urlsafe base64, 32 bytes)
     data_key: str | None = None
     #: or a file that holds it (mode 0600); `make run` creates one
     data_key_file: str | None = None
+    login: LoginSecurityConfig = LoginSecurityConfig()
 
 
 _HH_MM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")

@@ -47,6 +47,9 @@ class StaffSession:
     csrf_token: str
     created_at: datetime
     last_seen_at: datetime
+    #: None for a full session; else what it still owes ("totp": the second factor,
+    #: "enrol": a TOTP enrolment), see publisher.totp
+    pending: str | None = None
 
 
 def _hash(session_id: str) -> str:
@@ -146,6 +149,7 @@ class Sessions:
                         s.c.role.label("session_role"),
                         s.c.created_at.label("session_created_at"),
                         s.c.last_seen_at,
+                        s.c.pending,
                         u,
                     )
                     .join(u, u.c.id == s.c.user_id)
@@ -172,7 +176,9 @@ class Sessions:
             has_password=bool(row.password_hash),
             created_at=row.created_at,
         )
-        return StaffSession(id_hash, user, row.csrf_token, row.session_created_at, last_seen)
+        return StaffSession(
+            id_hash, user, row.csrf_token, row.session_created_at, last_seen, row.pending
+        )
 
     async def end(self, session_id: str) -> None:
         """Logout: the session row goes, so the cookie opens nothing any more."""

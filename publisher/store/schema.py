@@ -506,6 +506,40 @@ staff_sessions = sa.Table(
     sa.Column("csrf_token", sa.String(64), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("last_seen_at", UTCDateTime, nullable=False),
+    #: null: a full session. "totp": the password was right, the second factor is still
+    #: owed; "enrol": the role must have TOTP and the user has none yet. Such a session
+    #: opens only the page that settles it (publisher.web.ui.session.staff_gate).
+    sa.Column("pending", sa.String(16)),
+)
+
+#: a user's TOTP second factor (RFC 6238, issue 16). The secret is kept sealed with the
+#: data key (publisher.addresses.AddressBox); `confirmed_at` is null while the user has
+#: not yet entered a first code. `last_step` is the time step of the last code accepted:
+#: a code is accepted only for a later step, so each is used once (RFC 6238 §5.2).
+#: `failures` counts wrong codes in a row; at ui.max_failed_logins the step is locked
+#: until `locked_until`.
+staff_totp = sa.Table(
+    "staff_totp",
+    metadata,
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), primary_key=True),
+    sa.Column("secret_sealed", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("confirmed_at", UTCDateTime),
+    sa.Column("last_step", sa.BigInteger),
+    sa.Column("failures", sa.Integer, nullable=False, default=0),
+    sa.Column("locked_until", UTCDateTime),
+)
+
+#: one-time recovery codes for TOTP: only a keyed hash (HMAC-SHA256 with a key derived
+#: from the data key) of each is kept; a used code keeps its row with `used_at`
+totp_recovery_codes = sa.Table(
+    "totp_recovery_codes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False, index=True),
+    sa.Column("code_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("used_at", UTCDateTime),
 )
 
 #: failed logins per user name since the last success; `locked_until` while locked out

@@ -414,7 +414,11 @@ PATHS: dict[str, dict[str, Any]] = {
         "post": {
             "summary": "Log in (form: username, password, csrf_token); sets the session cookie",
             "responses": {
-                "303": {"description": "logged in: to the staff pages"},
+                "303": {
+                    "description": "password right: to the staff pages, or (two-step "
+                    "verification) to /staff/login/code or the enrolment page /staff/totp; "
+                    "until then the session opens no other page"
+                },
                 "401": {"description": "text/html: wrong name or password"},
                 "403": {"description": "text/html: no valid csrf_token"},
                 "429": {"description": "text/html: locked out after failed logins"},

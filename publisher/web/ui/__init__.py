@@ -12,14 +12,16 @@ from aiohttp import web
 
 from publisher.sessions import Sessions
 from publisher.store.sql import SqlStore
-from publisher.web.ui import admin, boards_pages, compose, dashboard, pages, review
+from publisher.totp import Totp
+from publisher.web.ui import admin, boards_pages, compose, dashboard, pages, review, totp_pages
 from publisher.web.ui.errors import ui_error_middleware
-from publisher.web.ui.session import SESSIONS
+from publisher.web.ui.session import SESSIONS, TOTP
 
 __all__ = ["setup", "ui_error_middleware"]
 
 
 def setup(app: web.Application, store: SqlStore) -> None:
     app[SESSIONS] = Sessions(store)
-    for module in (pages, compose, review, dashboard, admin, boards_pages):
+    app[TOTP] = Totp(store)
+    for module in (pages, compose, review, dashboard, admin, boards_pages, totp_pages):
         app.add_routes(module.routes)

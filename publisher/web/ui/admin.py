@@ -4,7 +4,9 @@
 changes a role with the CLI's rules (`publisher user add` / `user role`: a known role, a
 password of at least 8 characters or none, the store's rules for names; a new role ends
 the user's sessions), disables one (its sessions and tokens end at once) and sets a new
-password (which ends its sessions). Each change is logged with who made it.
+password (which ends its sessions), and resets an account's two-step verification
+(TOTP, publisher.totp: its secret and recovery codes go and its sessions end; the
+reset is in the audit log). Each change is logged with who made it.
 /staff/admin/subscribers looks a resident up by address and answers a PIPL request with
 the same core functions as `publisher subscribers export` and `... erase`
 (publisher.recipients.Recipients). The address a member of staff typed is never shown
@@ -31,7 +33,7 @@ from publisher.web.problems import read_form
 from publisher.web.ui import views, wording
 from publisher.web.ui.compose import _staff
 from publisher.web.ui.render import gettext_for, render
-from publisher.web.ui.session import current_session
+from publisher.web.ui.session import TOTP, current_session
 from publisher.web.ui.views import N_
 
 routes = web.RouteTableDef()
@@ -73,6 +75,7 @@ async def _users_page(
 ) -> web.Response:
     users = await request.app[STORE].list_users()
     me = current_session(request).user.name
+    with_totp = await request.app[TOTP].enrolled_user_ids()
     return render(
         request,
         "admin_users.html",
@@ -85,6 +88,7 @@ async def _users_page(
                 "role": views.tr(request, views.ROLE_LABELS.get(u.role.value, u.role.value)),
                 "disabled": u.disabled,
                 "has_password": u.has_password,
+                "totp": u.id in with_totp,
                 "me": u.name == me,
                 "role_value": u.role.value,
             }
@@ -108,6 +112,8 @@ async def users(request: web.Request) -> web.Response:
         notice = _("The account is added.")
     elif request.query.get("role"):
         notice = _("The role is changed; the account's sessions have ended.")
+    elif request.query.get("totp"):
+        notice = _("Two-step verification is reset; the account's sessions have ended.")
     return await _users_page(request, notice=notice)
 
 
@@ -213,6 +219,27 @@ async def change_role(request: web.Request) -> web.StreamResponse:
         return await _users_page(request, error=_("There is no such user."), status=404)
     log.info("user %r given role %s by %r", name, role.value, current_session(request).user.name)
     raise web.HTTPSeeOther(f"{_staff(request)}/admin/users?role=1")
+
+
+@routes.post("/staff/admin/users/totp-reset")
+async def reset_totp(request: web.Request) -> web.StreamResponse:
+    """`publisher user totp-reset NAME`, as a form: for a user who lost the phone and the
+    recovery codes. Audited; the user's sessions end."""
+    _check_admin(request)
+    _ = gettext_for(request).gettext
+    form = await read_form(request)
+    name = _field(form, "name", 64).strip()
+    me = current_session(request).user.name
+    if name == me:
+        return await _users_page(
+            request, error=_("You cannot reset your own two-step verification."), status=409
+        )
+    try:
+        await request.app[TOTP].reset(name, me)
+    except NotFound:
+        return await _users_page(request, error=_("There is no such user."), status=404)
+    log.info("two-step verification of user %r reset by %r", name, me)
+    raise web.HTTPSeeOther(f"{_staff(request)}/admin/users?totp=1")
 
 
 # -- residents' data (PIPL requests) ----------------------------------------------------

@@ -85,7 +85,8 @@ def render(
             lang=html_lang(config.ui.language),
             prefix=prefix,
             staff=prefix + "/staff",
-            user=session.user if session is not None else None,
+            # a half-logged-in session shows no menu (its pages would not open)
+            user=session.user if session is not None and session.pending is None else None,
             csrf_token=session.csrf_token if session is not None else "",
             path=request.path,
             **context,

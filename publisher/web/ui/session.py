@@ -4,11 +4,17 @@ The API (/api/v1) keeps its bearer tokens (publisher.web.auth); pages under /sta
 the session cookie instead, and never accept a bearer token. A page asked for without
 a live session redirects to the login form (303); a POST whose `csrf_token` field (or
 X-CSRF-Token header, for the preview script) is not the session's is refused with 403.
+
+A half-logged-in session (the password was right, a TOTP code or enrolment is still
+owed: publisher.totp) opens only the page that settles it, and logout; every other
+staff page redirects there and runs nothing. It never sets the request's user, and the
+API does not read the cookie at all.
 """
 
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -16,6 +22,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from publisher.sessions import Sessions, StaffSession
+from publisher.store.sql import utcnow
+from publisher.totp import PENDING_CODE, PENDING_ENROL, PENDING_MINUTES, Totp
 from publisher.web.keys import CONFIG, USER_KEY
 from publisher.web.problems import Handler
 from publisher.web.public import url_prefix
@@ -34,6 +42,18 @@ SESSION_KEY: Any = (
     else "publisher.staff_session"
 )
 SESSIONS = web.AppKey("sessions", Sessions)
+TOTP = web.AppKey("totp", Totp)
+
+#: (method, route) a half-logged-in session may reach, by what it owes; and its page
+PENDING_ROUTES: dict[str, frozenset[tuple[str, str]]] = {
+    PENDING_CODE: frozenset(
+        {("GET", "/staff/login/code"), ("POST", "/staff/login/code"), ("POST", "/staff/logout")}
+    ),
+    PENDING_ENROL: frozenset(
+        {("GET", "/staff/totp"), ("POST", "/staff/totp/confirm"), ("POST", "/staff/logout")}
+    ),
+}
+PENDING_PAGES = {PENDING_CODE: "/login/code", PENDING_ENROL: "/totp"}
 
 
 def see_other(location: str) -> web.Response:
@@ -134,6 +154,8 @@ async def staff_gate(request: web.Request, handler: Handler) -> web.StreamRespon
         if cookie:  # a dead cookie is cleared
             clear_cookie(resp, request, COOKIE)
         return resp
+    if session.pending is not None:
+        return await pending_gate(request, handler, session, cookie or "")
     if request.method not in SAFE_METHODS and not tokens_match(
         await submitted_token(request), session.csrf_token
     ):
@@ -144,7 +166,40 @@ async def staff_gate(request: web.Request, handler: Handler) -> web.StreamRespon
     return await handler(request)
 
 
+async def pending_gate(
+    request: web.Request, handler: Handler, session: StaffSession, cookie: str
+) -> web.StreamResponse:
+    """A half-logged-in session: only the page that settles it (with its CSRF token)."""
+    allowed = PENDING_ROUTES.get(session.pending or "", frozenset())
+    if not allowed or session.created_at <= utcnow() - timedelta(minutes=PENDING_MINUTES):
+        await request.app[SESSIONS].end(cookie)
+        resp = see_other(login_url(request))
+        clear_cookie(resp, request, COOKIE)
+        return resp
+    resource = request.match_info.route.resource
+    method = "GET" if request.method == "HEAD" else request.method
+    if resource is None or (method, resource.canonical) not in allowed:
+        page = PENDING_PAGES[session.pending or ""]
+        return see_other(url_prefix(request.app[CONFIG]) + STAFF_PREFIX + page)
+    request[SESSION_KEY] = session
+    if request.method not in SAFE_METHODS and not tokens_match(
+        await submitted_token(request), session.csrf_token
+    ):
+        return await csrf_refused(request)
+    return await handler(request)
+
+
 def current_session(request: web.Request) -> StaffSession:
+    """The full session of a staff page (never a half-logged-in one)."""
+    session = request.get(SESSION_KEY)
+    assert isinstance(session, StaffSession), "staff page reached without a session"
+    if session.pending is not None:  # not an assert: this must hold under python -O too
+        raise RuntimeError("staff page reached by a half-logged-in session")
+    return session
+
+
+def any_session(request: web.Request) -> StaffSession:
+    """The session of a page a half-logged-in session may reach (the TOTP pages)."""
     session = request.get(SESSION_KEY)
     assert isinstance(session, StaffSession), "staff page reached without a session"
     return session
