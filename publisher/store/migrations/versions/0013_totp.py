@@ -1,7 +1,7 @@
 """TOTP second factor for staff (issue 16): staff_totp, totp_recovery_codes, and
 staff_sessions.pending (a session that still owes its second factor or an enrolment)
 
-Revision ID: 0014
+Revision ID: 0013
 Revises: 0012
 Create Date: 2026-12-03 19:10:00.000000
 """
@@ -13,7 +13,7 @@ from alembic import op
 
 import publisher.store.schema
 
-revision = '0014'
+revision = '0013'
 down_revision = '0012'
 branch_labels = None
 depends_on = None
