@@ -68,25 +68,15 @@ RELATED_ROWS = 3
 MAX_FIELD_CHARS = 250_000
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
+#: the compose form's fields, labelled as everywhere in the UI (wording.FIELD_LABELS)
 FIELD_LABELS = {
-    "title": N_("Title"),
-    "summary": N_("Summary"),
-    "body": N_("Body"),
-    "format": N_("Body format"),
-    "category": N_("Category"),
-    "agency": N_("Issuing agency"),
-    "doc_no": N_("Document number"),
-    "written_at": N_("Date written"),
-    "disclosure": N_("Disclosure"),
-    "disclosure_reason": N_("Reason for not disclosing proactively"),
-    "channels": N_("Channels"),
-    "publish_at": N_("Publish at"),
-    "expires_at": N_("Expires at"),
-    "urgent": N_("Urgent"),
-    "related": N_("Related items"),
-    "attachments": N_("Attachments"),
-    "correction_note": N_("Correction note"),
-}
+    name: wording.FIELD_LABELS[name]
+    for name in (
+        "title", "summary", "body", "format", "category", "agency", "doc_no", "written_at",
+        "disclosure", "disclosure_reason", "channels", "publish_at", "expires_at", "urgent",
+        "related", "attachments", "correction_note",
+    )
+}  # fmt: skip
 
 
 @dataclass
