@@ -11,7 +11,6 @@ fails: `apt-get install newsboat` (Makefile APT_PACKAGES).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import shutil
@@ -37,6 +36,7 @@ from channels.rss import (
 from publisher.config import Config
 from publisher.errors import ConfigError
 from publisher.models import Action
+from tests.channels.entries import sample_entry
 from tests.channels.test_feeds import entry_for, feed_item, fetch, publish
 from tests.conftest import EDITOR, IN_CI, REVIEWER
 from tests.engine.helpers import BOTH_BACKENDS, api_on, running, wait_channel_settled
@@ -76,26 +76,7 @@ def assert_valid_atom(doc: bytes) -> etree._Element:
 
 
 def _entry(item_id: str, **overrides: Any) -> EntryData:
-    data = EntryData(
-        item_id=item_id,
-        title="关于冬季农田水利建设的通知",
-        summary="摘要",
-        body_html="<p>正文</p>",
-        category="nync",
-        category_name="农业农村",
-        agency="上余镇人民政府",
-        index_no=None,
-        doc_no=None,
-        written_on="2026-11-20",
-        published=WHEN,
-        updated=WHEN,
-        revision=1,
-        correction_note=None,
-        urgent=False,
-        public_url=f"https://example.org/items/{item_id}",
-        attachments=(),
-    )
-    return dataclasses.replace(data, **overrides)
+    return sample_entry(item_id, WHEN, **overrides)
 
 
 ATTACHMENTS = (

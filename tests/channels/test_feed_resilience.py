@@ -4,8 +4,6 @@ while other items still appear and a withdrawal still removes its entry."""
 
 from __future__ import annotations
 
-import dataclasses
-from datetime import UTC, datetime
 from typing import Any
 
 import feedparser
@@ -22,6 +20,7 @@ from publisher.config import Config
 from publisher.models import Action, Role
 from publisher.store import schema as t
 from publisher.web.keys import STORE
+from tests.channels.entries import sample_entry
 from tests.channels.test_feeds import entry_for, feed_item, parsed, publish
 from tests.conftest import REVIEWER, item_fields
 from tests.engine.helpers import BOTH_BACKENDS, api_on, ledger_rows, running, wait_channel_settled
@@ -31,27 +30,7 @@ BAD_TITLES = ["坏\x0b标题", "坏\x1b标题", "坏\ufffe标题"]
 
 
 def _entry(item_id: str, **overrides: Any) -> EntryData:
-    when = datetime(2026, 11, 20, tzinfo=UTC)
-    data = EntryData(
-        item_id=item_id,
-        title="关于冬季农田水利建设的通知",
-        summary="摘要",
-        body_html="<p>正文</p>",
-        category="nync",
-        category_name="农业农村",
-        agency="上余镇人民政府",
-        index_no=None,
-        doc_no=None,
-        written_on="2026-11-20",
-        published=when,
-        updated=when,
-        revision=1,
-        correction_note=None,
-        urgent=False,
-        public_url=f"https://example.org/items/{item_id}",
-        attachments=(),
-    )
-    return dataclasses.replace(data, **overrides)
+    return sample_entry(item_id, **overrides)
 
 
 @pytest.mark.parametrize("title", BAD_TITLES)
