@@ -10,6 +10,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from publisher.models import ItemStatus, Role
 from publisher.sessions import LockedOut, LoginFailed
 from publisher.store.sql import ItemQuery
+from publisher.subscriptions import code_ceiling
 from publisher.web.keys import CONFIG, STORE
 from publisher.web.ui import views
 from publisher.web.ui.render import STATIC_DIR, gettext_for, new_token, render
@@ -118,6 +119,7 @@ async def home(request: web.Request) -> web.Response:
     return render(
         request,
         "home.html",
+        code_ceiling=await code_ceiling(store),
         items=[views.item_row(request, i) for i in items],
         total=total,
         current_status=status.value if status else "",
