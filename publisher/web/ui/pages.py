@@ -7,7 +7,8 @@ from datetime import datetime
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from publisher.models import ItemStatus, Role
+from publisher.models import ItemStatus
+from publisher.policy import Do, may
 from publisher.sessions import LockedOut, LoginFailed
 from publisher.store.sql import ItemQuery
 from publisher.subscriptions import code_ceiling
@@ -125,8 +126,8 @@ async def home(request: web.Request) -> web.Response:
         current_status=status.value if status else "",
         statuses=[(s.value, views.status_label(request, s)) for s in ItemStatus],
         waiting=len(waiting),
-        can_edit=user.role in (Role.EDITOR, Role.ADMIN),
-        can_review=user.role in (Role.REVIEWER, Role.ADMIN),
+        can_edit=may(user.role, Do.ITEM_EDIT),
+        can_review=may(user.role, Do.ITEM_APPROVE),
         now=datetime.now(request.app[CONFIG].site.tz),
     )
 
