@@ -278,8 +278,18 @@ def callback_base(config: Config, settings: SmsSettings) -> str:
 
 
 def allowed_regions(config: Config) -> frozenset[str]:
-    """The regions whose numbers may subscribe (`channels.sms.settings.allowed_regions`)."""
-    return sms_settings(config).regions
+    """The regions whose numbers may subscribe (`channels.sms.settings.allowed_regions`).
+    With another adapter (`channels.sms.adapter`), whose settings are its own, the same
+    key is read if it is there; otherwise, and for settings that do not validate, the
+    default: CN alone (the strict answer)."""
+    try:
+        return sms_settings(config).regions
+    except ConfigError:
+        raw = config.channels.sms.settings
+        given = raw.get("allowed_regions") if isinstance(raw, dict) else None
+        if isinstance(given, list) and given and all(isinstance(r, str) for r in given):
+            return frozenset(given)
+        return frozenset({"CN"})
 
 
 def gateway_number(e164: str, fmt: str, home_region: str = "CN") -> str:

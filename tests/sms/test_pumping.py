@@ -281,3 +281,21 @@ async def test_a_foreign_number_already_queued_never_reaches_kannel(
             rows = (await conn.execute(sa.select(t.deliveries).order_by(t.deliveries.c.id))).all()
         assert (rows[0].state, rows[0].reason) == ("failed", "region_not_allowed")
         assert [m.to for m in kannel.received(mark)] == ["13980013800"]
+
+
+def test_another_adapters_settings_give_the_strict_default(
+    config_factory: Callable[..., Config],
+) -> None:
+    """A third-party SMS adapter has settings of its own: its `allowed_regions` is read if
+    given, else CN alone — never "every region"."""
+    from channels.sms import allowed_regions
+
+    def with_settings(settings: dict[str, Any]) -> Config:
+        tree = config_factory().model_dump()
+        tree["channels"]["sms"]["settings"] = settings
+        return Config.model_validate(tree)
+
+    assert allowed_regions(with_settings({"url": "http://127.0.0.1:9/send"})) == {"CN"}
+    both = with_settings({"url": "http://127.0.0.1:9/send", "allowed_regions": ["CN", "HK"]})
+    assert allowed_regions(both) == {"CN", "HK"}
+    assert allowed_regions(with_settings({})) == {"CN"}
