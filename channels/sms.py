@@ -66,6 +66,7 @@ from channels.sms_text import (
     segments,
     signature,
 )
+from publisher.addresses import region_of
 from publisher.config import Config
 from publisher.derived import derived_key
 from publisher.errors import ConfigError
@@ -104,8 +105,16 @@ class GatewaySettings(BaseModel):
     adds_signature: bool = False
     #: the opt-out line at the end of subscription messages (never on transactional ones)
     opt_out: str = "回复TD退订"
-    #: E.164 (+8613800138000) or the national number (13800138000) in `to`
-    number_format: Literal["national", "e164"] = "national"
+    #: how `to` is written (always derived from the E.164 number):
+    #: `national`: numbers of `home_region` as their national significant number
+    #: (13800138000), every other number in the international form with the `00`
+    #: prefix (00449098790000) — never a foreign number's national digits, which the
+    #: SMSC would dial as a number of its own country; `international`: every number
+    #: with `00` (008613800138000); `e164`: every number with `+` (+8613800138000;
+    #: for SMSCs configured with a `unified-prefix` that takes it)
+    number_format: Literal["national", "international", "e164"] = "national"
+    #: the region whose numbers `national` writes nationally (the SMSC's own country)
+    home_region: str = Field(default="CN", pattern=r"^[A-Z]{2}$")
     #: segments this gateway may send per local day of the site (none: no cap)
     daily_segment_cap: int | None = Field(default=None, ge=1)
     timeout: float = Field(default=15.0, gt=0)
@@ -184,6 +193,13 @@ class SmsSettings(ChannelSettings):
     codes_per_ip_hour: int = Field(default=20, ge=1)
     #: verification attempts allowed per client IP per hour (across numbers)
     verifies_per_ip_hour: int = Field(default=60, ge=1)
+    #: the regions (ISO 3166 codes) whose numbers may subscribe and be sent to; a
+    #: number of any other region is refused at subscription and never reaches a gateway
+    allowed_regions: list[str] = Field(default_factory=lambda: ["CN"], min_length=1)
+    #: verification codes sent per hour across all numbers (a ceiling against SMS
+    #: pumping): when it is reached no code is sent until the hour is over, and
+    #: /metrics and the staff home page say so
+    max_codes_per_hour: int = Field(default=200, ge=1)
     #: transient failures in a row after which a gateway rests and the next one is used
     failover_after: int = Field(default=3, ge=1, le=100)
     #: how long a failing gateway rests before it is tried again (seconds)
@@ -197,6 +213,19 @@ class SmsSettings(ChannelSettings):
             if names.count(name) > 1:
                 raise ValueError(f"gateway name {name!r} appears twice")
         return value
+
+    @field_validator("allowed_regions")
+    @classmethod
+    def _known_regions(cls, value: list[str]) -> list[str]:
+        known = phonenumbers.SUPPORTED_REGIONS
+        for region in value:
+            if region not in known:
+                raise ValueError(f"{region!r} is not a region code phonenumbers knows (CN, HK …)")
+        return value
+
+    @property
+    def regions(self) -> frozenset[str]:
+        return frozenset(self.allowed_regions)
 
     @model_validator(mode="after")
     def _cap_fits_a_message(self) -> SmsSettings:
@@ -248,14 +277,48 @@ def callback_base(config: Config, settings: SmsSettings) -> str:
 # -- numbers ---------------------------------------------------------------------------------
 
 
-def gateway_number(e164: str, fmt: str) -> str:
-    """The number as the gateway wants it: E.164, or the national significant number."""
-    if fmt == "e164":
-        return e164
+def allowed_regions(config: Config) -> frozenset[str]:
+    """The regions whose numbers may subscribe (`channels.sms.settings.allowed_regions`).
+    With another adapter (`channels.sms.adapter`), whose settings are its own, the same
+    key is read if it is there; otherwise, and for settings that do not validate, the
+    default: CN alone (the strict answer)."""
     try:
-        return phonenumbers.national_significant_number(phonenumbers.parse(e164, None))
+        return sms_settings(config).regions
+    except ConfigError:
+        raw = config.channels.sms.settings
+        given = raw.get("allowed_regions") if isinstance(raw, dict) else None
+        if isinstance(given, list) and given and all(isinstance(r, str) for r in given):
+            return frozenset(given)
+        return frozenset({"CN"})
+
+
+def gateway_number(e164: str, fmt: str, home_region: str = "CN") -> str:
+    """The number as Kannel's `to` gets it, derived from E.164 (see GatewaySettings.
+    number_format): `e164` +CCNNN; `international` 00CCNNN; `national` the national
+    significant number for a number of `home_region`, 00CCNNN for any other."""
+    try:
+        number = phonenumbers.parse(e164, None)
     except phonenumbers.NumberParseException:
         raise PermanentDeliveryError("not a phone number", reason="bad_address") from None
+    if not e164.startswith("+") or not phonenumbers.is_valid_number(number):
+        raise PermanentDeliveryError("not a phone number", reason="bad_address")
+    national = phonenumbers.national_significant_number(number)
+    if fmt == "e164":
+        return f"+{number.country_code}{national}"
+    if fmt == "national" and phonenumbers.region_code_for_number(number) == home_region:
+        return national
+    return f"00{number.country_code}{national}"
+
+
+def check_destination(e164: str, regions: frozenset[str]) -> None:
+    """Refuse (for good, reason `region_not_allowed`) a number outside `regions`."""
+    region = region_of(e164)
+    if region is None or region not in regions:
+        raise PermanentDeliveryError(
+            f"numbers of {region or 'no region'} are not sent to "
+            f"(channels.sms.settings.allowed_regions: {', '.join(sorted(regions))})",
+            reason="region_not_allowed",
+        )
 
 
 # -- gateways --------------------------------------------------------------------------------
@@ -290,7 +353,7 @@ class KannelGateway:
             "username": s.username,
             "password": self.password,
             "from": s.sender,
-            "to": gateway_number(to, s.number_format),
+            "to": gateway_number(to, s.number_format, s.home_region),
             "text": text,
             "charset": "UTF-8",
             "coding": "0" if segments(text).encoding is Encoding.GSM7 else "2",
@@ -592,6 +655,8 @@ class SmsChannel(ChannelAdapter):
         assert isinstance(rendered, SmsRendered) and rendered.subject is not None
         subject = rendered.subject
         transactional = subject.kind == MESSAGE_KIND
+        # a number that slipped in (an old subscriber, a changed setting) never reaches a gateway
+        check_destination(target.address, self.sms.regions)
         candidates = self._choose(transactional)
         if not candidates:
             wake = min(self.health[g.name].resting_until for g in self.gateways)

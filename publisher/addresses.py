@@ -42,6 +42,41 @@ def normalize(channel: str, address: str, region: str = "CN") -> str:
     return address
 
 
+def region_of(e164: str) -> str | None:
+    """The ISO 3166 region of a normalised number (CN, GB …); None when it has none."""
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return None
+    region = phonenumbers.region_code_for_number(number)
+    return region if region and region != "ZZ" else None
+
+
+class RegionNotAllowed(ValidationFailed):
+    """A valid number of a region this site does not send SMS to (SMS pumping: premium
+    and foreign numbers cost money and reach nobody in the township)."""
+
+    kind = "region-not-allowed"
+    title = "Number not accepted"
+
+    def __init__(self, region: str | None, allowed: frozenset[str]) -> None:
+        where = region or "no region"
+        super().__init__(
+            f"address: numbers of {where} are not accepted here "
+            f"(this site sends SMS to {', '.join(sorted(allowed))} numbers only)",
+            region=region,
+        )
+        self.region = region
+
+
+def check_region(e164: str, allowed: frozenset[str]) -> str:
+    """`e164` when its region is one of `allowed`; RegionNotAllowed otherwise."""
+    region = region_of(e164)
+    if region is None or region not in allowed:
+        raise RegionNotAllowed(region, allowed)
+    return e164
+
+
 def normalize_email(address: str) -> str:
     """The address as it is stored and sent: syntax checked (email-validator, no DNS), domain
     lower-case and in ASCII (IDNA); ValidationFailed says why not, without quoting it."""

@@ -79,6 +79,30 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.sms_codes_hour = Gauge(
+            "publisher_sms_codes_this_hour",
+            "Verification codes asked for this hour across all numbers (all processes)",
+            registry=self.registry,
+        )
+        self.sms_code_ceiling = Gauge(
+            "publisher_sms_code_ceiling",
+            "channels.sms.settings.max_codes_per_hour",
+            registry=self.registry,
+        )
+        self.sms_code_ceiling_reached = Gauge(
+            "publisher_sms_code_ceiling_reached",
+            "1 while the hourly ceiling of verification codes is reached (no code is sent)",
+            registry=self.registry,
+        )
+        self.sms_codes_refused = Counter(
+            "publisher_sms_codes_refused_ceiling",
+            "Verification codes this process refused because the hourly ceiling was reached",
+            registry=self.registry,
+        )
+
+    def code_ceiling_refused(self) -> None:
+        self.sms_codes_refused.inc()
+
     def turn_failed(self, channel: str) -> None:
         self.turn_failures.labels(channel).inc()
 
@@ -119,6 +143,12 @@ class Metrics:
                 depth[channel] = depth.get(channel, 0) + int(n)
         for channel, n in depth.items():
             self.queue_depth.labels(channel).set(n)
+        from publisher.subscriptions import code_ceiling  # it reports here
+
+        ceiling = await code_ceiling(store)
+        self.sms_codes_hour.set(ceiling.sent if ceiling else 0)
+        self.sms_code_ceiling.set(ceiling.ceiling if ceiling else 0)
+        self.sms_code_ceiling_reached.set(1 if ceiling and ceiling.reached else 0)
         return generate_latest(self.registry)
 
 

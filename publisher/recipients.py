@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from publisher.addresses import AddressBox, mask, normalize
+from publisher.addresses import AddressBox, check_region, mask, normalize
 from publisher.errors import NotFound, ValidationFailed
 from publisher.store import schema as t
 from publisher.store.sql import SqlStore, insert_for, utcnow
@@ -66,10 +66,22 @@ class Recipients:
     def __init__(self, store: SqlStore) -> None:
         self.store = store
         self.box = AddressBox(store.config.data_key())
+        self._regions: frozenset[str] | None = None
 
     def _norm(self, channel: str, address: str) -> tuple[str, str]:
         addr = normalize(channel, address)
         return addr, self.box.hash(channel, addr)
+
+    def _check_region(self, channel: str, addr: str) -> None:
+        """RegionNotAllowed for a number outside channels.sms.settings.allowed_regions:
+        no subscription (web, API, keyword, import) is taken for it."""
+        if channel != "sms":
+            return
+        if self._regions is None:
+            from channels.sms import allowed_regions  # channels.sms needs the core first
+
+            self._regions = allowed_regions(self.store.config)
+        check_region(addr, self._regions)
 
     def _check_categories(self, categories: list[str]) -> None:
         for slug in categories:
@@ -97,6 +109,7 @@ class Recipients:
         cats = sorted(set(categories or []))
         self._check_categories(cats)
         addr, h = self._norm(channel, address)
+        self._check_region(channel, addr)
         now = utcnow()
         async with self.store.write() as conn:
             if guard is not None:
@@ -388,6 +401,7 @@ async def import_subscribers(
         part = {}
         for raw in addresses[start : start + chunk]:
             addr, h = recipients._norm(channel, raw)
+            recipients._check_region(channel, addr)
             part[h] = addr
         async with store.write() as conn:
             # the existing are skipped by the unique key (ON CONFLICT), not by asking for

@@ -16,22 +16,27 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import logging
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from publisher.addresses import mask
+from publisher.addresses import check_region, mask
 from publisher.derived import derived_key
-from publisher.errors import PublisherError, ValidationFailed
+from publisher.errors import ConfigError, PublisherError, ValidationFailed
 from publisher.messages import queue_message
+from publisher.metrics import METRICS
 from publisher.ratelimit import Limit, hit
 from publisher.readiness import require_channel
 from publisher.recipients import Consent, Recipient, Recipients
 from publisher.store import schema as t
 from publisher.store.sql import SqlStore, insert_for, utcnow
+
+log = logging.getLogger("publisher.subscriptions")
 
 HOUR = 3600
 DAY = 86400
@@ -67,6 +72,87 @@ class CodePolicy:
     )
     #: what the resident agrees to; {site}
     consent_text: str = "我同意接收{site}发送的政府信息公开短信，可随时回复TD退订。"
+    #: the regions whose numbers may ask for a code (channels.sms.settings.allowed_regions)
+    regions: frozenset[str] = frozenset({"CN"})
+    #: codes sent per hour across all numbers (channels.sms.settings.max_codes_per_hour)
+    max_codes_per_hour: int = 200
+
+
+class CodeCeilingReached(PublisherError):
+    """The hourly ceiling of codes across all numbers is reached: no code is sent."""
+
+    status = 503
+    kind = "sms-code-ceiling"
+    title = "Verification codes paused"
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(
+            "no verification code can be sent now: the hourly ceiling of codes for all "
+            "numbers is reached; try again later",
+            retry_after=int(retry_after) + 1,
+        )
+        self.retry_after = int(retry_after) + 1
+
+
+#: the bucket and key of the global hourly ceiling (one counter for every number)
+GLOBAL_BUCKET = "code_global_hour"
+GLOBAL_KEY = "all"
+
+
+def client_network(ip: str | None) -> str:
+    """What the per-client limits count on: an IPv4 address itself, an IPv6 address's
+    /64 (one subscriber's line gets a whole /64, and rotating within it is free); an
+    IPv4-mapped IPv6 address is its IPv4 address."""
+    if not ip:
+        return "unknown"
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return "unknown"
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    if addr.version == 4:
+        return str(addr)
+    return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+
+
+async def codes_this_hour(store: SqlStore, *, now: float | None = None) -> int:
+    """How many codes were asked for (past the per-client limits) in the current hour."""
+    now = time.time() if now is None else now
+    start = int(now // HOUR) * HOUR
+    c = t.rate_counters
+    async with store.read() as conn:
+        count = await conn.scalar(
+            sa.select(c.c.count).where(
+                c.c.bucket == GLOBAL_BUCKET, c.c.key == GLOBAL_KEY, c.c.window_start == start
+            )
+        )
+    return int(count or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class CodeCeiling:
+    """This hour's codes against the ceiling (for /metrics and the staff home page)."""
+
+    sent: int
+    ceiling: int
+
+    @property
+    def reached(self) -> bool:
+        return self.sent >= self.ceiling
+
+
+async def code_ceiling(store: SqlStore) -> CodeCeiling | None:
+    """The ceiling's state; None when SMS is off or its settings are not valid."""
+    from channels.sms import sms_settings  # channels.sms needs the core first
+
+    if not store.config.channels.sms.enabled:
+        return None
+    try:
+        ceiling = sms_settings(store.config).max_codes_per_hour
+    except ConfigError:
+        return None
+    return CodeCeiling(await codes_this_hour(store), ceiling)
 
 
 def network_of(ip: str | None) -> str:
@@ -98,12 +184,19 @@ class CodeSubscriptions:
         return hmac.new(self._key, msg.encode(), hashlib.sha256).hexdigest()
 
     def _ip_key(self, ip: str | None) -> str:
-        return hmac.new(self._key, f"ip:{ip or ''}".encode(), hashlib.sha256).hexdigest()
+        net = client_network(ip)
+        return hmac.new(self._key, f"net:{net}".encode(), hashlib.sha256).hexdigest()
 
     def _normalize(self, channel: str, address: str) -> tuple[str, str]:
+        """The E.164 number and its hash; RegionNotAllowed for a number of a region this
+        site does not send to. The E.164 form is the destination as dialled: no gateway is
+        given a foreign number's national digits (channels.sms.gateway_number), so two
+        numbers that would ring the same phone have the same E.164 form and share limits."""
         if channel != "sms":
             raise ValidationFailed(f"channel: {channel!r} cannot be subscribed to here (only sms)")
-        return self.recipients._norm(channel, address)
+        addr, h = self.recipients._norm(channel, address)
+        check_region(addr, self.policy.regions)
+        return addr, h
 
     async def request_code(
         self,
@@ -132,6 +225,14 @@ class CodeSubscriptions:
         )
         if wait is not None:
             raise TooManyRequests("too many code requests; try again later", wait)
+        # the ceiling across all numbers, counted only for requests within their own limits
+        wait = await hit(
+            self.store, [(Limit(GLOBAL_BUCKET, p.max_codes_per_hour, HOUR), GLOBAL_KEY)]
+        )
+        if wait is not None:
+            log.warning("sms code ceiling (%d an hour) reached: code refused", p.max_codes_per_hour)
+            METRICS.code_ceiling_refused()
+            raise CodeCeilingReached(wait)
         code = f"{secrets.randbelow(10**6):06d}"
         now = utcnow()
         values = {

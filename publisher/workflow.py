@@ -11,6 +11,7 @@ from datetime import datetime
 
 from publisher.errors import Forbidden, FourEyesViolation, InvalidTransition
 from publisher.models import Action, Channel, Content, Disclosure, ItemStatus, Role
+from publisher.policy import POLICY, Do
 
 S = ItemStatus
 A = Action
@@ -30,15 +31,16 @@ TRANSITIONS: dict[tuple[ItemStatus, Action], ItemStatus] = {
     (S.PUBLISHED, A.WITHDRAW): S.WITHDRAWN,
 }
 
-#: who may ask for each action; system actions (schedule, publish, expire) have no role
+#: who may ask for each action (from publisher.policy, the one table); system actions
+#: (schedule, publish, expire) have no role
 ACTION_ROLES: dict[Action, frozenset[Role]] = {
-    A.SUBMIT: frozenset({Role.EDITOR, Role.ADMIN}),
-    A.REOPEN: frozenset({Role.EDITOR, Role.ADMIN}),
-    A.APPROVE: frozenset({Role.REVIEWER, Role.ADMIN}),
-    A.REJECT: frozenset({Role.REVIEWER, Role.ADMIN}),
-    A.WITHDRAW: frozenset({Role.REVIEWER, Role.ADMIN}),
+    A.SUBMIT: POLICY[Do.ITEM_SUBMIT],
+    A.REOPEN: POLICY[Do.ITEM_REOPEN],
+    A.APPROVE: POLICY[Do.ITEM_APPROVE],
+    A.REJECT: POLICY[Do.ITEM_REJECT],
+    A.WITHDRAW: POLICY[Do.ITEM_WITHDRAW],
 }
-EDIT_ROLES = frozenset({Role.EDITOR, Role.ADMIN})
+EDIT_ROLES = POLICY[Do.ITEM_EDIT]
 
 #: the actor recorded for moves the scheduler makes
 SYSTEM_ACTOR = "system"

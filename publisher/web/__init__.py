@@ -11,7 +11,7 @@ from publisher.store.sql import SqlStore
 from publisher.web import api, deliveries, feeds, mail, openapi, preview, public, resident, sms, ui
 from publisher.web import boards as notice_boards
 from publisher.web import reports as clocks_and_reports
-from publisher.web.auth import auth_middleware
+from publisher.web.auth import auth_middleware, policy_middleware
 from publisher.web.keys import CONFIG, SCHEDULER, STORE, WORKER
 from publisher.web.problems import problem_middleware
 from publisher.web.proxy import forwarded_middleware
@@ -31,6 +31,7 @@ def make_app(
             problem_middleware,
             auth_middleware,
             ui.ui_error_middleware,  # staff pages answer errors as HTML, not problem JSON
+            policy_middleware,  # every route's role check (publisher.policy)
         ],
         client_max_size=config.storage.max_upload_bytes + 1024 * 1024,
     )

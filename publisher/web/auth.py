@@ -4,66 +4,18 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from publisher.errors import Unauthorized
+from publisher.errors import Forbidden, Unauthorized
+from publisher.policy import Do, may, public_routes, route_action
 from publisher.web.keys import STORE, USER_KEY
 from publisher.web.problems import Handler
-from publisher.web.ui.session import is_staff_route, staff_gate
+from publisher.web.ui.session import SESSION_KEY, is_staff_route, staff_gate
 
-#: (method, route path) anyone may call. Anything else needs a staff bearer token
-#: (/api/v1 …) or, for the staff pages under /staff, a staff session.
-#: Residents' subscription endpoints and callbacks join this list in later work.
-PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("GET", "/healthz"),
-        ("GET", "/api/v1/openapi.json"),
-        ("GET", "/items/{item_id}/attachments/{attachment_id}/{filename}"),
-        ("GET", "/"),  # the public pages: catalogue and items
-        ("GET", "/items/{item_id}"),
-        ("GET", "/feeds/{name}.{fmt}"),
-        # guarded by its own check: loopback clients or metrics.token
-        ("GET", "/metrics"),
-        # SMS: Kannel's callbacks (each checks its own token / shared secret), residents
-        # subscribing by code (rate-limited), short links in messages
-        ("GET", "/sms/dlr"),
-        ("GET", "/sms/inbound"),
-        # Alibaba Cloud SMS's report pushes (the token in the path is checked first)
-        ("POST", "/sms/aliyun/report/{token}"),
-        ("POST", "/api/v1/subscribers"),
-        ("POST", "/api/v1/subscribers/verify"),
-        ("GET", "/s/{code}"),
-        # email: the links in residents' mail (each checks its signed token); the POST of
-        # /unsubscribe is RFC 8058 one-click, which must work without cookie or page
-        ("GET", "/subscribe/confirm/{token}"),
-        ("POST", "/subscribe/confirm/{token}"),
-        ("GET", "/subscribe/manage/{token}"),
-        ("POST", "/subscribe/manage/{token}"),
-        ("GET", "/unsubscribe/{token}"),
-        ("POST", "/unsubscribe/{token}"),
-        # staff web UI: the login form (its POST checks its own CSRF token) and the
-        # stylesheet and script of the pages; every other /staff page needs a session
-        ("GET", "/staff/login"),
-        ("POST", "/staff/login"),
-        ("GET", "/static/ui/{name}"),
-        # notice boards: a published item's layout (public information), and the links in
-        # a board operator's SMS / email (each checks its signed token)
-        ("GET", "/items/{item_id}/board.pdf"),
-        ("GET", "/boards/{board_id}/packs/{pack_id}"),
-        ("GET", "/boards/{board_id}/packs/{pack_id}/confirm"),
-        ("POST", "/boards/{board_id}/packs/{pack_id}/confirm"),
-        # residents' pages (publisher.web.resident): display modes, subscribing and leaving
-        # by HTML form; each POST checks its double-submit CSRF token, the core's limits apply
-        ("GET", "/display"),
-        ("GET", "/subscribe"),
-        ("POST", "/subscribe/sms"),
-        ("GET", "/subscribe/sms/code"),
-        ("POST", "/subscribe/sms/verify"),
-        ("POST", "/subscribe/email"),
-        ("GET", "/subscribe/leave"),
-        ("POST", "/subscribe/leave"),
-        ("GET", "/subscribe/leave/code"),
-        ("POST", "/subscribe/leave/verify"),
-    }
-)
+#: (method, route path) anyone may call: the routes publisher.policy.ROUTES marks public
+#: (residents' pages and subscription endpoints, callbacks that check their own tokens,
+#: the public catalogue, the login form). Anything else needs a staff bearer token
+#: (/api/v1 …) or, for the staff pages under /staff, a staff session; then
+#: `policy_middleware` checks the user's role against the route's action.
+PUBLIC_ROUTES: frozenset[tuple[str, str]] = public_routes()
 
 
 def is_public(request: web.Request) -> bool:
@@ -87,3 +39,26 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         raise Unauthorized("this route needs a staff bearer token (Authorization: Bearer …)")
     request[USER_KEY] = await request.app[STORE].authenticate_token(token.strip())
     return await handler(request)
+
+
+@web.middleware
+async def policy_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The role check of every route, from publisher.policy (innermost: on staff pages a
+    refusal is an HTML page in Chinese, publisher.web.ui.wording). A route missing from the
+    table is refused to everyone."""
+    resource = request.match_info.route.resource
+    if resource is None:  # no route matched: the 404/405 handlers answer
+        return await handler(request)
+    action = route_action(request.method, resource.canonical)
+    if action is Do.PUBLIC:
+        return await handler(request)
+    if action is Do.SESSION and request.get(SESSION_KEY) is not None:
+        return await handler(request)  # the staff gate let this session's step through
+    user = request.get(USER_KEY)
+    role = getattr(user, "role", None)
+    if action is not None and may(role, action):
+        return await handler(request)
+    if action is None:
+        raise Forbidden(f"{request.method} {resource.canonical}: not in the role policy")
+    who = f"role {role.value}" if role is not None else "nobody signed in"
+    raise Forbidden(f"{who} may not do {action.value} (publisher.policy)")

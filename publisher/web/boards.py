@@ -40,8 +40,9 @@ from publisher import packs, workflow
 from publisher.boards import BoardCreate, BoardPatch, Boards
 from publisher.config import Config
 from publisher.errors import Forbidden, NotFound, ValidationFailed
-from publisher.models import Item, Revision, Role
+from publisher.models import Item, Revision
 from publisher.packs import BadPackToken, ExpiredPackToken, LinkPurpose, PackLinks, PackNotReady
+from publisher.policy import Do, may
 from publisher.shortlinks import ShortLinks
 from publisher.text import render_body
 from publisher.web.api import json_response, read_json
@@ -75,9 +76,12 @@ class PostedBody(BaseModel):
     pack: int = Field(ge=1, le=10**12, description="the pack's id")
 
 
-def _can_manage(request: web.Request) -> None:
-    if current_user(request).role not in (Role.ADMIN, Role.EDITOR):
-        raise Forbidden("only editors and admins manage boards")
+def _require(request: web.Request, action: Do) -> None:
+    """Refuse (403) unless publisher.policy lets the user's role do `action` (the policy
+    middleware checks it first; this keeps the handler safe on its own)."""
+    role = current_user(request).role
+    if not may(role, action):
+        raise Forbidden(f"role {role.value} may not do {action.value} (publisher.policy)")
 
 
 def _number(request: web.Request, name: str) -> int:
@@ -211,7 +215,7 @@ async def list_boards(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/boards")
 async def add_board(request: web.Request) -> web.Response:
-    _can_manage(request)
+    _require(request, Do.BOARD_EDIT)
     body = await read_json(request, BoardCreate)
     board = await Boards(request.app[STORE]).add(body)
     log.info("board %d (%s) added by %s", board.id, board.name, current_user(request).name)
@@ -228,7 +232,7 @@ async def get_board(request: web.Request) -> web.Response:
 
 @routes.patch("/api/v1/boards/{board_id}")
 async def edit_board(request: web.Request) -> web.Response:
-    _can_manage(request)
+    _require(request, Do.BOARD_EDIT)
     board_id = _number(request, "board_id")
     body = await read_json(request, BoardPatch)
     board = await Boards(request.app[STORE]).edit(board_id, body)
@@ -256,6 +260,7 @@ async def staff_pack_pdf(request: web.Request) -> web.Response:
 @routes.post("/api/v1/boards/{board_id}/posted")
 async def record_posted(request: web.Request) -> web.Response:
     """Staff record that the board posted (and took down) what a pack lists."""
+    _require(request, Do.BOARD_RECORD_POSTING)
     store = request.app[STORE]
     board_id = _number(request, "board_id")
     body = await read_json(request, PostedBody)

@@ -40,13 +40,13 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from multidict import MultiDict
 
-from publisher.addresses import mask, normalize
+from publisher.addresses import RegionNotAllowed, mask, normalize
 from publisher.config import Config
 from publisher.derived import derived_key
 from publisher.errors import ChannelUnavailable, ConfigError, ValidationFailed
 from publisher.readiness import can_send
 from publisher.recipients import Frequency
-from publisher.subscriptions import CodeSubscriptions, TooManyRequests
+from publisher.subscriptions import CodeCeilingReached, CodeSubscriptions, TooManyRequests
 from publisher.web.display import COOKIE as DISPLAY_COOKIE
 from publisher.web.display import COOKIE_MAX_AGE, Display, display_of, safe_back
 from publisher.web.i18n import translations
@@ -56,6 +56,7 @@ from publisher.web.public import category_name, render_page, url_prefix
 from publisher.web.sms import SMS
 from publisher.web.ui.render import new_token
 from publisher.web.ui.session import secure_cookie, see_other, tokens_match
+from publisher.web.ui.wording import N_
 
 log = logging.getLogger("publisher.web.resident")
 routes = web.RouteTableDef()
@@ -298,6 +299,38 @@ def _known(request: web.Request, slugs: list[str]) -> list[str]:
     return [c for c in slugs if config.category(c) is not None]
 
 
+#: names of the regions residents are most likely to meet in allowed_regions
+REGION_NAMES = {
+    "CN": N_("mainland China"),
+    "HK": N_("Hong Kong"),
+    "MO": N_("Macao"),
+    "TW": N_("Taiwan"),
+}
+
+
+def _region_names(request: web.Request) -> str:
+    _ = _gettext(request)
+    regions = sorted(request.app[SMS].settings.regions)
+    return "、".join(_(REGION_NAMES[r]) if r in REGION_NAMES else r for r in regions)
+
+
+def _ceiling_reached(request: web.Request, exc: CodeCeilingReached, anchor: str) -> web.Response:
+    _ = _gettext(request)
+    log.warning("resident code refused: %s", exc.detail)
+    return _notice(
+        request,
+        503,
+        _("Verification codes are paused"),
+        _(
+            "Too many codes have been requested on this site in the last hour, so no code was "
+            "sent. Please try again in about %(minutes)d minutes."
+        )
+        % {"minutes": max(1, math.ceil(exc.retry_after / 60))},
+        links=_back_to_form(request, anchor),
+        headers={"Retry-After": str(exc.retry_after)},
+    )
+
+
 def _field_error(request: web.Request, exc: ValidationFailed, channel: str) -> tuple[str, str]:
     """(field, message) for a refusal of the core, in the resident's language; the core's
     own words (English, for the API) are not shown."""
@@ -307,6 +340,11 @@ def _field_error(request: web.Request, exc: ValidationFailed, channel: str) -> t
         return "categories", _("One of the chosen categories does not exist.")
     if detail.startswith("frequency"):
         return "frequency", _("Choose how often you want to receive mail.")
+    if isinstance(exc, RegionNotAllowed):
+        return "address", _(
+            "This number cannot subscribe: this site sends text messages only to mobile "
+            "numbers of %(regions)s."
+        ) % {"regions": _region_names(request)}
     if channel == "sms":
         return "address", _(
             "This is not a valid mobile number. Enter the 11 digits, e.g. 13800138000."
@@ -347,6 +385,8 @@ async def _form_post(
         return _unavailable(request, exc)
     except TooManyRequests as exc:
         return _too_many(request, exc, channel)
+    except CodeCeilingReached as exc:
+        return _ceiling_reached(request, exc, channel)
     except ValidationFailed as exc:
         return again(form, _field_error(request, exc, channel))
     _wake(request)

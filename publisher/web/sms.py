@@ -30,13 +30,18 @@ from channels.sms import (
     sms_settings,
 )
 from channels.sms_text import Command, DlrVerdict, dlr_meaning, parse_keyword, signature
-from publisher.addresses import mask, normalize
+from publisher.addresses import mask, normalize, region_of
 from publisher.config import Config
 from publisher.errors import Forbidden, NotFound, PublisherError, ValidationFailed
 from publisher.ledger import DeliveryState, Ledger, ReceiptResult
 from publisher.recipients import Consent, Recipients, RecipientStatus
 from publisher.shortlinks import ShortLinks
-from publisher.subscriptions import CodePolicy, CodeSubscriptions, TooManyRequests
+from publisher.subscriptions import (
+    CodeCeilingReached,
+    CodePolicy,
+    CodeSubscriptions,
+    TooManyRequests,
+)
 from publisher.web import mail as mail_web
 from publisher.web import sms_aliyun_reports
 from publisher.web.api import json_response, read_json
@@ -92,6 +97,8 @@ class SmsWeb:
             per_ip_hour=s.codes_per_ip_hour,
             verifies_per_ip_hour=s.verifies_per_ip_hour,
             consent_text=s.consent_text,
+            regions=s.regions,
+            max_codes_per_hour=s.max_codes_per_hour,
         )
 
 
@@ -219,6 +226,14 @@ async def sms_inbound(request: web.Request) -> web.Response:
     text = request.query.get("text", "")
     if "\x00" in text:
         raise ValidationFailed("text: must not contain the NUL character")
+    region = region_of(number)
+    if region is None or region not in settings.regions:
+        # no subscription, and no reply: the reply would be an SMS to that number, billed.
+        # An empty body (with the sms-service's `omit-empty = true`) makes Kannel send nothing.
+        log.warning("keyword from a number of %s refused: region not allowed", region or "?")
+        return web.Response(
+            text="", charset="utf-8", headers={"X-Publisher-Refused": "region_not_allowed"}
+        )
     reply = await answer_keyword(
         Recipients(request.app[STORE]),
         config,
@@ -262,7 +277,7 @@ class VerifyBody(BaseModel):
     code: str = Field(min_length=1, max_length=12, description="the 6-digit code")
 
 
-def _too_many(exc: TooManyRequests, request: web.Request) -> web.Response:
+def _too_many(exc: TooManyRequests | CodeCeilingReached, request: web.Request) -> web.Response:
     resp = problem(
         exc.status, exc.kind, exc.title, exc.detail, request.path, retry_after=exc.retry_after
     )
@@ -291,7 +306,7 @@ async def request_code(request: web.Request) -> web.Response:
         answer = await flow.request_code(
             body.channel, body.address, body.categories, request.remote
         )
-    except TooManyRequests as exc:
+    except (TooManyRequests, CodeCeilingReached) as exc:
         return _too_many(exc, request)
     worker = request.app.get(WORKER)
     if worker is not None:

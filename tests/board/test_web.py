@@ -35,7 +35,7 @@ BOARD = {
 
 
 async def test_boards_api(api: Api) -> None:
-    status, body, headers = await api.call("POST", "/api/v1/boards", json=BOARD)
+    status, body, headers = await api.call("POST", "/api/v1/boards", who="root-admin", json=BOARD)
     assert status == 201, body
     assert headers["Location"] == f"/api/v1/boards/{body['id']}"
     assert body["operator_phone"] == "138****8000"
@@ -45,24 +45,46 @@ async def test_boards_api(api: Api) -> None:
     status, body, _ = await api.call("GET", "/api/v1/boards", who="bob")
     assert status == 200 and [b["name"] for b in body["boards"]] == ["北村"]
     status, body, _ = await api.call(
-        "PATCH", f"/api/v1/boards/{board_id}", json={"paper": "A4", "operator_phone": ""}
+        "PATCH",
+        f"/api/v1/boards/{board_id}",
+        who="root-admin",
+        json={"paper": "A4", "operator_phone": ""},
     )
     assert status == 200 and body["paper"] == "A4" and body["operator_phone"] is None
     status, body, _ = await api.call("GET", f"/api/v1/boards/{board_id}")
     assert status == 200 and body["operator_email"] == "o***@example.org"
 
     bad: list[tuple[str, str, Any, str | None, int]] = [
-        ("POST", "/api/v1/boards", {**BOARD, "name": "x", "paper": "A5"}, "alice", 422),
-        ("POST", "/api/v1/boards", {**BOARD, "name": "x", "colour": "red"}, "alice", 422),
-        ("POST", "/api/v1/boards", {**BOARD, "name": "x", "min_days": -1}, "alice", 422),
-        ("POST", "/api/v1/boards", {**BOARD, "name": "x", "categories": ["nope"]}, "alice", 422),
-        ("POST", "/api/v1/boards", {**BOARD, "name": "x", "operator_phone": "12"}, "alice", 422),
-        ("POST", "/api/v1/boards", {**BOARD, "name": "x", "operator_email": "no"}, "alice", 422),
-        ("POST", "/api/v1/boards", {**BOARD, "name": ""}, "alice", 422),
-        ("POST", "/api/v1/boards", BOARD, "alice", 409),  # the name is taken
+        ("POST", "/api/v1/boards", {**BOARD, "name": "x", "paper": "A5"}, "root-admin", 422),
+        ("POST", "/api/v1/boards", {**BOARD, "name": "x", "colour": "red"}, "root-admin", 422),
+        ("POST", "/api/v1/boards", {**BOARD, "name": "x", "min_days": -1}, "root-admin", 422),
+        (
+            "POST",
+            "/api/v1/boards",
+            {**BOARD, "name": "x", "categories": ["nope"]},
+            "root-admin",
+            422,
+        ),
+        (
+            "POST",
+            "/api/v1/boards",
+            {**BOARD, "name": "x", "operator_phone": "12"},
+            "root-admin",
+            422,
+        ),
+        (
+            "POST",
+            "/api/v1/boards",
+            {**BOARD, "name": "x", "operator_email": "no"},
+            "root-admin",
+            422,
+        ),
+        ("POST", "/api/v1/boards", {**BOARD, "name": ""}, "root-admin", 422),
+        ("POST", "/api/v1/boards", BOARD, "root-admin", 409),  # the name is taken
         ("POST", "/api/v1/boards", {**BOARD, "name": "x"}, "bob", 403),  # reviewers read only
-        ("PATCH", f"/api/v1/boards/{board_id}", {"name": None}, "alice", 422),
-        ("PATCH", "/api/v1/boards/999", {"paper": "A4"}, "alice", 404),
+        ("POST", "/api/v1/boards", {**BOARD, "name": "x"}, "alice", 403),  # admins add boards
+        ("PATCH", f"/api/v1/boards/{board_id}", {"name": None}, "root-admin", 422),
+        ("PATCH", "/api/v1/boards/999", {"paper": "A4"}, "root-admin", 404),
         ("GET", "/api/v1/boards/abc", None, "alice", 404),
         ("GET", "/api/v1/boards/0", None, "alice", 404),
         ("POST", f"/api/v1/boards/{board_id}/posted", {"pack": "x"}, "alice", 422),
@@ -83,7 +105,9 @@ async def test_board_text_with_control_characters_is_422_naming_the_field(api: A
         ({"name": "北村\u202e"}, "name"),
         ({"location": "村委会\x0b门口"}, "location"),
     ):
-        status, body, headers = await api.call("POST", "/api/v1/boards", json={**BOARD, **change})
+        status, body, headers = await api.call(
+            "POST", "/api/v1/boards", who="root-admin", json={**BOARD, **change}
+        )
         assert_problem(status, body, headers, 422, field, "U+")
         assert body["errors"][0]["field"] == field
     status, body, _ = await api.call("GET", "/api/v1/boards", who="bob")
@@ -135,9 +159,11 @@ def _path(url: str) -> str:
 
 async def test_operator_links(api: Api, sqlite_store: SqlStore) -> None:
     store = sqlite_store
-    status, north, _ = await api.call("POST", "/api/v1/boards", json=BOARD)
+    status, north, _ = await api.call("POST", "/api/v1/boards", who="root-admin", json=BOARD)
     assert status == 201
-    status, town, _ = await api.call("POST", "/api/v1/boards", json={"name": "镇政府"})
+    status, town, _ = await api.call(
+        "POST", "/api/v1/boards", who="root-admin", json={"name": "镇政府"}
+    )
     assert status == 201
     item = await publish(store, await _item(store))
     async with running(store):

@@ -74,7 +74,7 @@ async def test_old_pack_link_serves_the_take_down_after_withdrawal(
 ) -> None:
     need_tools()
     store = sqlite_store
-    status, board, _ = await api.call("POST", "/api/v1/boards", json=BOARD)
+    status, board, _ = await api.call("POST", "/api/v1/boards", who="root-admin", json=BOARD)
     assert status == 201
     item = await publish(store, await _item(store, body=BODY))
     async with running(store):

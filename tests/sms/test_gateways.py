@@ -259,8 +259,11 @@ async def test_a_wrong_secret_is_a_gateway_fault_and_never_shown(
 async def test_a_bad_number_fails_that_message_only(sms_sqlite_store: SqlStore) -> None:
     store = sms_sqlite_store
     fake = fg.FakeAliyun()
-    async with fg.serve(fake) as url, adapter_on(store, [fg.aliyun_gateway(url)]) as adapter:
-        abroad = Target("r:2", "sms", "+447700900123")  # the fake takes mainland numbers only
+    async with (
+        fg.serve(fake) as url,
+        adapter_on(store, [fg.aliyun_gateway(url)], allowed_regions=["CN", "GB"]) as adapter,
+    ):
+        abroad = Target("r:2", "sms", "+449098790000")  # the fake takes mainland numbers only
         rendered = adapter.render(item_subject(store.config), abroad)
         with pytest.raises(PermanentDeliveryError) as caught:
             await adapter.deliver(rendered, abroad, delivery_id="8")

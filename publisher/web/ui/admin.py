@@ -26,6 +26,7 @@ from aiohttp import web
 from publisher.addresses import mask
 from publisher.errors import ConfigError, Conflict, Forbidden, NotFound, ValidationFailed
 from publisher.models import Role
+from publisher.policy import Do, may
 from publisher.recipients import Recipient, Recipients, RecipientStatus
 from publisher.store import schema as t
 from publisher.web.keys import STORE
@@ -52,8 +53,9 @@ RECIPIENT_STATUS_LABELS = {
 }
 
 
-def _check_admin(request: web.Request) -> None:
-    if current_session(request).user.role is not Role.ADMIN:
+def _check_admin(request: web.Request, action: Do = Do.USERS_ADMIN) -> None:
+    """Refuse (403) unless publisher.policy lets the user's role do `action`."""
+    if not may(current_session(request).user.role, action):
         raise Forbidden(gettext_for(request).gettext("Only administrators may use this page."))
 
 
@@ -293,7 +295,7 @@ def _subscribers_page(
 
 @routes.get("/staff/admin/subscribers")
 async def subscribers(request: web.Request) -> web.Response:
-    _check_admin(request)
+    _check_admin(request, Do.SUBSCRIBERS_ADMIN)
     _ = gettext_for(request).gettext
     notice = None
     erased = request.query.get("erased", "")
@@ -307,7 +309,7 @@ async def subscribers(request: web.Request) -> web.Response:
 @routes.post("/staff/admin/subscribers")
 async def lookup(request: web.Request) -> web.Response:
     """Look a resident up: POST, so that the address is never in a URL or an access log."""
-    _check_admin(request)
+    _check_admin(request, Do.SUBSCRIBERS_ADMIN)
     _ = gettext_for(request).gettext
     form = await read_form(request)
     channel = _field(form, "channel")
@@ -364,7 +366,7 @@ def _unseal(request: web.Request, recipients: Recipients, form: Any) -> str:
 @routes.post("/staff/admin/subscribers/export")
 async def export(request: web.Request) -> web.StreamResponse:
     """What `publisher subscribers export` prints, as a JSON download."""
-    _check_admin(request)
+    _check_admin(request, Do.SUBSCRIBERS_ADMIN)
     _ = gettext_for(request).gettext
     recipients = _recipients(request)
     try:
@@ -392,7 +394,7 @@ async def export(request: web.Request) -> web.StreamResponse:
 @routes.post("/staff/admin/subscribers/erase")
 async def erase(request: web.Request) -> web.StreamResponse:
     """What `publisher subscribers erase` does: the address's data goes, its suppression stays."""
-    _check_admin(request)
+    _check_admin(request, Do.SUBSCRIBERS_ADMIN)
     _ = gettext_for(request).gettext
     recipients = _recipients(request)
     form = await read_form(request)

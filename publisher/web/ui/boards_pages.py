@@ -43,8 +43,8 @@ from publisher.errors import (
     PublisherError,
     ValidationFailed,
 )
-from publisher.models import Role
 from publisher.packs import PackNotReady
+from publisher.policy import Do, may
 from publisher.textclean import ERROR_TYPE, ForbiddenCharacters
 from publisher.web.boards import _number, _pdf_response
 from publisher.web.keys import CONFIG, STORE
@@ -93,7 +93,7 @@ CONFIRMABLE = ("sent", "unknown")
 
 # roles: all staff view boards and packs; editors + admins record postings; admins add/edit
 def _can_record(request: web.Request) -> bool:
-    return current_session(request).user.role in (Role.EDITOR, Role.ADMIN)
+    return may(current_session(request).user.role, Do.BOARD_RECORD_POSTING)
 
 
 def _field(form: MultiDictProxy[Any], name: str, limit: int = MAX_FIELD) -> str:
@@ -187,7 +187,7 @@ async def _list(
         error=error,
         boards=[{**_board_row(request, b), "packs": await _pack_rows(request, b)} for b in boards],
         can_record=_can_record(request),
-        is_admin=user.role is Role.ADMIN,
+        is_admin=may(user.role, Do.BOARD_EDIT),
     )
 
 
@@ -342,13 +342,13 @@ def _parse(model: type[BoardCreate] | type[BoardPatch], data: dict[str, Any]) ->
 
 @routes.get("/staff/boards/new")
 async def new_board(request: web.Request) -> web.Response:
-    _check_admin(request)
+    _check_admin(request, Do.BOARD_EDIT)
     return _form_page(request, board=None, values=_values(None))
 
 
 @routes.post("/staff/boards/new")
 async def add_board(request: web.Request) -> web.StreamResponse:
-    _check_admin(request)
+    _check_admin(request, Do.BOARD_EDIT)
     form = await read_form(request)
     values = _submitted(form)
     try:
@@ -368,14 +368,14 @@ async def add_board(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/staff/boards/{board_id}/edit")
 async def edit_page(request: web.Request) -> web.Response:
-    _check_admin(request)
+    _check_admin(request, Do.BOARD_EDIT)
     board = await Boards(request.app[STORE]).get(_number(request, "board_id"))
     return _form_page(request, board=board, values=_values(board))
 
 
 @routes.post("/staff/boards/{board_id}/edit")
 async def edit_board(request: web.Request) -> web.StreamResponse:
-    _check_admin(request)
+    _check_admin(request, Do.BOARD_EDIT)
     boards = Boards(request.app[STORE])
     board = await boards.get(_number(request, "board_id"))
     form = await read_form(request)

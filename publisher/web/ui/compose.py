@@ -33,8 +33,8 @@ from publisher.models import (
     Item,
     RelationKind,
     RevisionState,
-    Role,
 )
+from publisher.policy import Do, may
 from publisher.store import schema as t
 from publisher.store.sql import Actor, SqlStore
 from publisher.web.keys import CONFIG, SCHEDULER, STORE
@@ -280,7 +280,7 @@ def _compose_page(
 
 
 def _check_editor(request: web.Request) -> None:
-    if current_session(request).user.role not in (Role.EDITOR, Role.ADMIN):
+    if not may(current_session(request).user.role, Do.ITEM_EDIT):
         raise Forbidden(
             gettext_for(request).gettext("Only editors and administrators write items.")
         )

@@ -12,8 +12,9 @@ from aiohttp import web
 
 from publisher.errors import PublisherError
 from publisher.ledger import FINAL, DeliveryState, Ledger
-from publisher.models import Action, Channel, Item, ItemStatus, Role
+from publisher.models import Action, Channel, Item, ItemStatus
 from publisher.packs import packs_awaiting_operator
+from publisher.policy import Do, may
 from publisher.readiness import ChannelState, Readiness, item_readiness
 from publisher.store import schema as t
 from publisher.store.sql import utcnow
@@ -197,8 +198,8 @@ async def item_page(request: web.Request) -> web.Response:
             "%(left)s deliveries were not queued again: %(why)s, and nothing publishes it again."
         ) % {"left": int(left), "why": why}
     audit = await store.audit(item.id, limit=200)
-    is_editor = user.role in (Role.EDITOR, Role.ADMIN)
-    is_reviewer = user.role in (Role.REVIEWER, Role.ADMIN)
+    is_editor = may(user.role, Do.ITEM_EDIT)
+    is_reviewer = may(user.role, Do.ITEM_WITHDRAW)
     return render(
         request,
         "item.html",

@@ -7,9 +7,11 @@ from datetime import datetime
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from publisher.models import ItemStatus, Role
+from publisher.models import ItemStatus
+from publisher.policy import Do, may
 from publisher.sessions import LockedOut, LoginFailed
 from publisher.store.sql import ItemQuery
+from publisher.subscriptions import code_ceiling
 from publisher.web.keys import CONFIG, STORE
 from publisher.web.ui import views
 from publisher.web.ui.render import STATIC_DIR, gettext_for, new_token, render
@@ -117,13 +119,14 @@ async def home(request: web.Request) -> web.Response:
     return render(
         request,
         "home.html",
+        code_ceiling=await code_ceiling(store),
         items=[views.item_row(request, i) for i in items],
         total=total,
         current_status=status.value if status else "",
         statuses=[(s.value, views.status_label(request, s)) for s in ItemStatus],
         waiting=len(waiting),
-        can_edit=user.role in (Role.EDITOR, Role.ADMIN),
-        can_review=user.role in (Role.REVIEWER, Role.ADMIN),
+        can_edit=may(user.role, Do.ITEM_EDIT),
+        can_review=may(user.role, Do.ITEM_APPROVE),
         now=datetime.now(request.app[CONFIG].site.tz),
     )
 

@@ -8,8 +8,9 @@ from typing import Any
 from aiohttp import web
 
 from publisher.errors import PublisherError
-from publisher.models import Action, Channel, Item, Revision, Role
+from publisher.models import Action, Channel, Item, Revision
 from publisher.pii import PiiKind
+from publisher.policy import Do, may
 from publisher.store.sql import Actor, PersonalDataNotAcknowledged, scan_revision
 from publisher.text import render_body
 from publisher.textclean import ForbiddenCharacters
@@ -92,7 +93,7 @@ def why_not(request: web.Request, item: Item) -> str | None:
             "You wrote this revision, so you cannot approve it yourself: the confidentiality "
             "review must be done by a second person (four-eyes rule). Ask another reviewer."
         )
-    if user.role not in (Role.REVIEWER, Role.ADMIN):
+    if not may(user.role, Do.ITEM_APPROVE):
         return _("Only reviewers and administrators carry out the confidentiality review.")
     if not views.under_review(item):
         return _("This item is not waiting for review.")

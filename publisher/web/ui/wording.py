@@ -199,6 +199,7 @@ CORE_MESSAGES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
             N_("The correction is %(status)s: you cannot %(action)s now"),
         ),
         (r"role \w+ may not create or edit items", N_("Your role does not write items.")),
+        (r"role \w+ may not do [\w.]+ \(publisher\.policy\)", N_("Your role may not do this.")),
         (r"role \w+ may not (?P<action>\w+) items", N_("Your role may not %(action)s.")),
         (
             r".* wrote this revision and cannot also approve it.*",
