@@ -55,6 +55,9 @@ RETRYABLE_BY_STAFF = (DeliveryState.FAILED, DeliveryState.UNKNOWN)
 #: expiry are final); the claim skips such rows with the status as the reason
 TAKEN_DOWN = ("withdrawn", "expired")
 
+#: the reason on a row whose attempt a crash cut off (set by recovery)
+INTERRUPTED = "interrupted"
+
 PRIORITY_NORMAL = 0
 PRIORITY_URGENT = 10
 PRIORITY_TRANSACTIONAL = 20
@@ -238,8 +241,14 @@ class Ledger:
                 .where(
                     t.deliveries.c.item_id == item_id,
                     t.deliveries.c.channel == channel,
+                    # unknown: an attempt a crash cut off may have reached it (no harm in a
+                    # retraction of what a target never had; much in a missing one)
                     t.deliveries.c.state.in_(
-                        [DeliveryState.SENT.value, DeliveryState.DELIVERED.value]
+                        [
+                            DeliveryState.SENT.value,
+                            DeliveryState.DELIVERED.value,
+                            DeliveryState.UNKNOWN.value,
+                        ]
                     ),
                     t.deliveries.c.subject.in_(
                         sa.select(sa.literal("event:") + sa.cast(t.item_events.c.id, sa.String))
@@ -310,7 +319,9 @@ class Ledger:
                 self._defer_quiet(conn, channel, quiet_until, now)
             if want <= 0:
                 return []
-            claimed = self._claim(conn, channel, worker_id, want, quiet_until is not None, now)
+            claimed = self._claim(
+                conn, channel, worker_id, want, quiet_until is not None, now, retracts
+            )
             targets = target_rows(conn, [c.target for c in claimed])
             return [(c, targets.get(c.target)) for c in claimed]
 
@@ -324,6 +335,7 @@ class Ledger:
         limit: int,
         quiet: bool,
         now: datetime,
+        retracts: bool = False,
     ) -> list[Claimed]:
         sql = HotSql(conn)
         at = sql.ts(now)
@@ -331,8 +343,8 @@ class Ledger:
         # withdrawal is final, so such a row of a withdrawn or expired item is never
         # attempted, whatever path queued it (planning, a retry, staff's requeue)
         pick = (
-            "SELECT deliveries.id, deliveries.state, items.status, items.revision "
-            "FROM deliveries LEFT JOIN items "
+            "SELECT deliveries.id, deliveries.state, items.status, items.revision, "
+            "deliveries.reason FROM deliveries LEFT JOIN items "
             "ON deliveries.publishes AND items.id = deliveries.item_id "
             "WHERE deliveries.channel = ? AND "
             "deliveries.state IN ('queued', 'retrying', 'deferred') AND deliveries.due_at <= ?"
@@ -347,6 +359,8 @@ class Ledger:
         dead = [r for r in picked if r[2] in TAKEN_DOWN]
         if dead:
             self._skip_taken_down(sql, dead, at)
+            if retracts and any(r[4] == INTERRUPTED for r in dead):
+                self._replan_retractions(sql, [r[0] for r in dead if r[4] == INTERRUPTED])
             picked = [r for r in picked if r[2] not in TAKEN_DOWN]
             if not picked:
                 return []
@@ -373,17 +387,29 @@ class Ledger:
 
     @staticmethod
     def _skip_taken_down(sql: HotSql, rows: Sequence[Any], at: Any) -> None:
-        """Rows that would publish a withdrawn or expired item end `skipped`, the item's
-        status as the reason, in the claim's transaction."""
+        """Rows that would publish a withdrawn or expired item are not attempted, in the
+        claim's transaction: `skipped` with the item's status as the reason — or, for a row
+        whose last attempt was cut off by a crash (it may have reached its target), `unknown`,
+        so that the target is among those the take-down reaches (delivered_targets)."""
         sql.executemany(
-            "UPDATE deliveries SET state = 'skipped', reason = ?, claimed_by = NULL, "
+            "UPDATE deliveries SET state = ?, reason = ?, claimed_by = NULL, "
             "updated_at = ? WHERE id = ?",
-            [(r[2], at, r[0]) for r in rows],
+            [
+                ("unknown", INTERRUPTED, at, r[0])
+                if r[4] == INTERRUPTED
+                else ("skipped", r[2], at, r[0])
+                for r in rows
+            ],
         )
         sql.executemany(
             "INSERT INTO delivery_events (delivery_id, at, from_state, to_state, detail) "
-            "VALUES (?, ?, ?, 'skipped', ?)",
-            [(r[0], at, r[1], r[2]) for r in rows],
+            "VALUES (?, ?, ?, ?, ?)",
+            [
+                (r[0], at, r[1], "unknown", f"{r[2]}; the attempt a crash cut off may have arrived")
+                if r[4] == INTERRUPTED
+                else (r[0], at, r[1], "skipped", r[2])
+                for r in rows
+            ],
         )
 
     def _record(
@@ -648,7 +674,7 @@ class Ledger:
                         .values(
                             state=state.value,
                             claimed_by=None,
-                            reason="interrupted",
+                            reason=INTERRUPTED,
                             due_at=now,
                             updated_at=now,
                         )
@@ -667,6 +693,21 @@ class Ledger:
                         ],
                     )
                 counts["requeued" if state is DeliveryState.RETRYING else "unknown"] += len(ids)
+            unknown = [r.id for r in rows if not repeatable.get(r.channel, False)]
+            for chunk in _chunks(unknown, 500):
+                # a cut-off attempt may have put out an item taken down since: its take-down
+                # (planned without this target) is planned again, now counting it
+                await conn.execute(
+                    t.item_events.update()
+                    .where(
+                        t.item_events.c.planned_at.is_not(None),
+                        t.item_events.c.kind.in_([EventKind.WITHDRAWN, EventKind.EXPIRED]),
+                        t.item_events.c.item_id.in_(
+                            sa.select(d.c.item_id).where(d.c.id.in_(chunk), d.c.publishes.is_(True))
+                        ),
+                    )
+                    .values(planned_at=None)
+                )
             await conn.execute(
                 t.workers.delete().where(t.workers.c.heartbeat_at < now - stale_after)
             )

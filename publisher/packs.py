@@ -81,6 +81,9 @@ REASONS: dict[tuple[str, PackAction], str] = {
     (EventKind.EXPIRED, PackAction.TAKEDOWN): "已到期",
 }
 SENT_STATES = (DeliveryState.SENT.value, DeliveryState.DELIVERED.value)
+#: packs that may be up on their board: sent, or cut off by a crash mid-attempt (a
+#: take-down of a poster never posted costs an operator a look; a missing one, the town)
+MAYBE_UP_STATES = (*SENT_STATES, DeliveryState.UNKNOWN.value)
 #: statuses that take an item off every board for good (neither has a way back)
 GONE = (ItemStatus.WITHDRAWN, ItemStatus.EXPIRED)
 #: added to a posting line's reason when its item is gone before the board posted it
@@ -145,7 +148,7 @@ class PackPlanner:
             .where(
                 pi.c.item_id == item_id,
                 pi.c.action == PackAction.POST.value,
-                d.c.state.in_(SENT_STATES),
+                d.c.state.in_(MAYBE_UP_STATES),
             )
             .order_by(p.c.id)
         )
