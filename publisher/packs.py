@@ -63,6 +63,7 @@ from publisher.shortlinks import ShortLinks
 from publisher.store import schema as t
 from publisher.store.sql import EventKind, SqlStore, insert_for, utcnow
 from publisher.text import render_body
+from publisher.tokens import same_token
 
 log = logging.getLogger("publisher.packs")
 
@@ -571,7 +572,7 @@ class PackLinks:
         if found is None:
             raise BadPackToken("malformed")
         expires = int(found.group(1))
-        if not hmac.compare_digest(self._mac(purpose, board_id, pack_id, expires), found.group(2)):
+        if not same_token(self._mac(purpose, board_id, pack_id, expires), found.group(2)):
             raise BadPackToken("signature")
         if (time.time() if now is None else now) >= expires:
             raise ExpiredPackToken("expired")

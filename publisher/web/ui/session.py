@@ -8,7 +8,6 @@ X-CSRF-Token header, for the preview script) is not the session's is refused wit
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -16,6 +15,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from publisher.sessions import Sessions, StaffSession
+from publisher.tokens import token_present_and_same
 from publisher.web.keys import CONFIG, USER_KEY
 from publisher.web.problems import Handler
 from publisher.web.public import url_prefix
@@ -104,7 +104,7 @@ async def submitted_token(request: web.Request) -> str:
 
 
 def tokens_match(given: str, expected: str) -> bool:
-    return bool(given) and bool(expected) and secrets.compare_digest(given, expected)
+    return token_present_and_same(given, expected)
 
 
 async def csrf_refused(request: web.Request) -> web.Response:
