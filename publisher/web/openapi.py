@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
@@ -535,6 +536,42 @@ MODELS.extend(REPORT_MODELS)
 MODELS.extend(BOARD_MODELS)
 
 
+#: path parameters of the public and residents' pages, which their entries above do not list
+#: one by one; every `{name}` in a path is declared (schemathesis and clients rely on it)
+PATH_PARAMETERS: dict[str, dict[str, Any]] = {
+    "item_id": {"type": "string"},
+    "attachment_id": {"type": "string"},
+    "filename": {"type": "string"},
+    "code": {"type": "string"},
+    "token": {"type": "string"},
+    "name": {"type": "string"},
+    "fmt": {"type": "string", "enum": ["rss", "atom"]},
+    "board_id": {"type": "integer"},
+    "pack_id": {"type": "integer"},
+    "request_id": {"type": "integer"},
+    "year": {"type": "integer"},
+}
+_TEMPLATE = re.compile(r"\{([^}:]+)\}")
+
+
+def _with_path_parameters(path: str, op: dict[str, Any]) -> dict[str, Any]:
+    """`op` with a declaration for each parameter of `path` it does not declare itself."""
+    declared = {(p.get("name"), p.get("in")) for p in op.get("parameters", [])}
+    missing = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": dict(PATH_PARAMETERS.get(name, {"type": "string"})),
+        }
+        for name in _TEMPLATE.findall(path)
+        if (name, "path") not in declared
+    ]
+    if missing:
+        op["parameters"] = [*op.get("parameters", []), *missing]
+    return op
+
+
 def build_document() -> dict[str, Any]:
     schemas: dict[str, Any] = {"Problem": _PROBLEM}
     for model in MODELS:
@@ -548,7 +585,7 @@ def build_document() -> dict[str, Any]:
             op = dict(op)
             if (method.upper(), path) not in PUBLIC_ROUTES:
                 op["security"] = [{"bearer": []}]
-            paths[path][method] = op
+            paths[path][method] = _with_path_parameters(path, op)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Gongkai Publisher API", "version": __version__},
