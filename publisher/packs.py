@@ -52,6 +52,7 @@ from channels.board import (
     write_atomically,
 )
 from publisher.addresses import AddressBox
+from publisher.atrest import ENDPOINT_SECRET, SEALED_SECRET, FieldBox, open_settings
 from publisher.boards import CHANNEL, Board, Boards, _json_list
 from publisher.config import Config
 from publisher.derived import derived_key
@@ -478,7 +479,10 @@ async def pack_target(store: SqlStore, board: Board) -> Target:
         ep = (
             await conn.execute(sa.select(t.endpoints).where(t.endpoints.c.id == board.endpoint_id))
         ).one()
-    return Target(f"e:{ep.id}", CHANNEL, ep.address, ep.name, dict(ep.settings))
+    secrets = (
+        FieldBox(store.config.data_key(), ENDPOINT_SECRET) if SEALED_SECRET in ep.settings else None
+    )
+    return Target(f"e:{ep.id}", CHANNEL, ep.address, ep.name, open_settings(secrets, ep.settings))
 
 
 def subject_gone(subject: Subject) -> str | None:

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from publisher.atrest import APPLICANT, FieldBox
 from publisher.calendar import WorkCalendar, load_calendar
 from publisher.content import NonBlank
 from publisher.errors import Conflict, NotFound, ValidationFailed
@@ -238,6 +239,14 @@ class Register:
 
     def __init__(self, store: SqlStore) -> None:
         self.store = store
+        self._box: FieldBox | None = None
+
+    @property
+    def box(self) -> FieldBox:
+        """The applicant's name is sealed with the data key (publisher.atrest)."""
+        if self._box is None:
+            self._box = FieldBox(self.store.config.data_key(), APPLICANT)
+        return self._box
 
     async def add(self, new: RequestIn, *, actor: str) -> DisclosureRequest:
         _check_day("received_on", new.received_on)
@@ -249,7 +258,7 @@ class Register:
                     .values(
                         received_on=new.received_on,
                         applicant_type=new.applicant_type.value,
-                        applicant=new.applicant or None,
+                        applicant=self.box.seal(new.applicant) if new.applicant else None,
                         subject=new.subject,
                         note=new.note or None,
                         created_by=actor,
@@ -426,7 +435,7 @@ class Register:
                 id=row.id,
                 received_on=row.received_on,
                 applicant_type=ApplicantType(row.applicant_type),
-                applicant=row.applicant,
+                applicant=self.box.open(row.applicant) if row.applicant else None,
                 subject=row.subject,
                 extended_on=row.extended_on,
                 outcome=Outcome(row.outcome) if row.outcome else None,

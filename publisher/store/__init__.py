@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +16,21 @@ from publisher.store.sql import SqlStore
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def _alembic_config(connection: Connection) -> AlembicConfig:
+def _alembic_config(
+    connection: Connection, data_key: Callable[[], bytes] | None = None
+) -> AlembicConfig:
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = connection
+    # migrations that seal existing rows (0015) ask for the data key only when they must
+    cfg.attributes["data_key"] = data_key
     return cfg
 
 
-def _upgrade(connection: Connection, revision: str = "head") -> None:
-    command.upgrade(_alembic_config(connection), revision)
+def _upgrade(
+    connection: Connection, revision: str = "head", data_key: Callable[[], bytes] | None = None
+) -> None:
+    command.upgrade(_alembic_config(connection, data_key), revision)
 
 
 def _current(connection: Connection) -> Any:
@@ -35,7 +42,7 @@ def _current(connection: Connection) -> Any:
 async def upgrade(store: SqlStore, revision: str = "head") -> None:
     """Apply the migrations up to `revision` (one transaction on PostgreSQL)."""
     async with store.engine.begin() as conn:
-        await conn.run_sync(_upgrade, revision)
+        await conn.run_sync(_upgrade, revision, store.config.data_key)
     private_files(store.config)
 
 
