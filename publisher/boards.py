@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from publisher.addresses import AddressBox, mask, normalize
 from publisher.config import Config
@@ -52,7 +52,8 @@ class _BoardFields(CleanTextModel):
     operator_phone: str | None = Field(default=None, max_length=32)
     #: the operator's email address; "" clears it
     operator_email: str | None = Field(default=None, max_length=254)
-    enabled: bool | None = None
+    #: strict: the number 0 or the string "no" is not a yes/no (schemathesis found 0 taken)
+    enabled: StrictBool | None = None
 
     @field_validator("location", "operator_phone", "operator_email", "name", check_fields=False)
     @classmethod

@@ -552,6 +552,15 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "year": {"type": "integer"},
 }
 _TEMPLATE = re.compile(r"\{([^}:]+)\}")
+#: the ranges the handlers check (web.api._int_param, web.reports._year / _request_id), so
+#: a value the document allows is one the route takes (and schemathesis can tell them apart)
+PARAMETER_BOUNDS: dict[str, dict[str, int]] = {
+    "year": {"minimum": 1900, "maximum": 2200},
+    "page": {"minimum": 1, "maximum": 1_000_000},
+    "per_page": {"minimum": 1, "maximum": 200},
+    "within": {"minimum": 0, "maximum": 20},
+    "request_id": {"minimum": 0, "maximum": 999_999_999_999},
+}
 
 
 def _with_path_parameters(path: str, op: dict[str, Any]) -> dict[str, Any]:
@@ -569,7 +578,17 @@ def _with_path_parameters(path: str, op: dict[str, Any]) -> dict[str, Any]:
     ]
     if missing:
         op["parameters"] = [*op.get("parameters", []), *missing]
+    if "parameters" in op:
+        op["parameters"] = [_bounded(p) for p in op["parameters"]]
     return op
+
+
+def _bounded(parameter: dict[str, Any]) -> dict[str, Any]:
+    bounds = PARAMETER_BOUNDS.get(parameter.get("name", ""))
+    schema = parameter.get("schema", {})
+    if bounds is None or schema.get("type") != "integer" or "minimum" in schema:
+        return parameter
+    return {**parameter, "schema": {**schema, **bounds}}
 
 
 def build_document() -> dict[str, Any]:

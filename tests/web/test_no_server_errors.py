@@ -97,3 +97,23 @@ async def test_every_route_answers_an_unknown_method_with_405_and_allow(
         assert resp.status == 405
         allowed = {m.strip() for m in resp.headers["Allow"].split(",")}
         assert {"GET", "POST"} <= allowed
+
+
+async def test_a_board_is_not_enabled_by_a_number(api: Api) -> None:
+    """schemathesis: `"enabled": 0` was taken as false."""
+    status, body, _ = await api.call(
+        "POST", "/api/v1/boards", who="root-admin", json={"name": "村口", "enabled": 0}
+    )
+    assert status == 422, body
+    assert "enabled" in body["detail"]
+
+
+async def test_documented_parameters_carry_the_ranges_routes_check(api: Api) -> None:
+    status, doc, _ = await api.call("GET", "/api/v1/openapi.json", who=None)
+    assert status == 200
+    year = next(
+        p
+        for p in doc["paths"]["/api/v1/calendar/{year}"]["get"]["parameters"]
+        if p["name"] == "year"
+    )
+    assert year["schema"] == {"type": "integer", "minimum": 1900, "maximum": 2200}
