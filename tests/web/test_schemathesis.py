@@ -1,0 +1,74 @@
+"""A bounded schemathesis run against the app served on loopback: every check
+(`--checks all`, with the repository's schemathesis.toml), a fixed seed and a few
+hundred requests, so a route that answers 500 or outside its documented responses is
+caught here. The long run (≥ 10,000 requests) and its figures are in docs/security.md."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from publisher.models import Role
+from publisher.store.sql import SqlStore
+from publisher.web import make_app
+from tests.conftest import REPO
+
+pytest.importorskip("schemathesis")
+
+
+def _cli() -> list[str]:
+    here = Path(sys.executable).with_name("schemathesis")
+    if here.exists():
+        return [str(here)]
+    found = shutil.which("schemathesis")
+    assert found, "schemathesis is in the test extras"
+    return [found]
+
+
+async def test_schemathesis_finds_nothing(sqlite_store: SqlStore, tmp_path: Path) -> None:
+    await sqlite_store.add_user("fuzz-admin", Role.ADMIN)
+    token = await sqlite_store.create_token("fuzz-admin")
+    server = TestServer(make_app(sqlite_store.config, sqlite_store), host="127.0.0.1")
+    await server.start_server()
+    try:
+        report = tmp_path / "schemathesis.ndjson"
+        proc = await asyncio.create_subprocess_exec(
+            *_cli(),
+            "--no-color",
+            "--config-file",
+            str(REPO / "schemathesis.toml"),
+            "run",
+            str(server.make_url("/api/v1/openapi.json")),
+            "--checks",
+            "all",
+            "--header",
+            f"Authorization: Bearer {token}",
+            "--max-examples",
+            "4",
+            "--seed",
+            "16",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--max-time",
+            "60",
+            "--workers",
+            "1",
+            "--report",
+            "ndjson",
+            "--report-ndjson-path",
+            str(report),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"},
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=240)
+    finally:
+        await server.close()
+    text = out.decode(errors="replace")
+    assert proc.returncode == 0, text[-6000:]
