@@ -71,6 +71,7 @@ async def test_schemathesis_finds_nothing(config: Config, tmp_path: Path) -> Non
             str(report),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            cwd=tmp_path,  # its caches (.schemathesis, .hypothesis) land there
             env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"},
         )
         out, _ = await asyncio.wait_for(proc.communicate(), timeout=240)
