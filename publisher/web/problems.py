@@ -87,11 +87,9 @@ async def read_form(request: web.Request) -> MultiDictProxy[Any]:
 @web.middleware
 async def allow_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every 405 names the methods the resource serves in Allow (RFC 9110 §15.5.6), whichever
-    middleware turned the router's refusal into a page or a problem document."""
-    try:
-        response = await handler(request)
-    except web.HTTPMethodNotAllowed:
-        raise  # aiohttp's own exception carries Allow
+    middleware turned the router's refusal into a page or a problem document (aiohttp's own
+    HTTPMethodNotAllowed, if it gets this far, carries Allow already)."""
+    response = await handler(request)
     if response.status == 405 and "Allow" not in response.headers:
         refusal = getattr(request.match_info, "http_exception", None)
         if isinstance(refusal, web.HTTPMethodNotAllowed):
