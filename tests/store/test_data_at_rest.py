@@ -52,7 +52,7 @@ async def _migrate(store: SqlStore, name: str, revision: str) -> None:
         await conn.run_sync(go)
 
 
-async def test_applicants_and_webhook_secrets_are_sealed_and_read_back(store: SqlStore) -> None:
+async def test_applicants_are_sealed_and_read_back(store: SqlStore) -> None:
     register = Register(store)
     made = await register.add(
         RequestIn(
