@@ -36,13 +36,14 @@ import os
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.header import Header
 from email.utils import format_datetime
 from functools import lru_cache
+from html import unescape
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -260,6 +261,32 @@ def list_unsubscribe(links: list[str]) -> str:
     if len(line) <= MAX_LINE:
         return line
     return "List-Unsubscribe: " + ",\r\n ".join(links)
+
+
+_IMG = re.compile(r"""<img\b(?:[^>"']|"[^"]*"|'[^']*')*>""", re.IGNORECASE)
+_SRC = re.compile(r"""\bsrc\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.IGNORECASE)
+_SRCSET = re.compile(r"\bsrcset\s*=", re.IGNORECASE)
+
+
+def without_remote_images(html: str, own_bases: Iterable[str]) -> str:
+    """The mail's HTML without any `<img>` a mail client would fetch from elsewhere: one
+    whose src is neither a data: URI nor under the site's own base URL goes, with any
+    srcset. A remote image in a body (`![x](https://…/pixel.png)`) would tell its sender
+    who opened the mail, when and from where: a read-tracking pixel."""
+    prefixes = tuple(b.rstrip("/") + "/" for b in own_bases if b)
+
+    def keep(tag: re.Match[str]) -> str:
+        text = tag.group(0)
+        found = _SRC.search(text)
+        if found is None or _SRCSET.search(text):
+            return ""
+        src = unescape(next(g for g in found.groups() if g is not None))
+        src = "".join(ch for ch in src if ch > " ").strip()  # what clients ignore, gone
+        if src.lower().startswith("data:") or (prefixes and src.startswith(prefixes)):
+            return text
+        return ""
+
+    return _IMG.sub(keep, html)
 
 
 def _b64_body(text: str) -> bytes:
@@ -615,6 +642,8 @@ class MailChannel(ChannelAdapter):
                 f"{subject.kind!r}",
                 reason="unknown_subject",
             )
+        own = (self.site.base_url, self.mail.link_base_url or "")
+        html = without_remote_images(html, own)  # no read-tracking pixels (mail only)
         boundary = "=_gk_" + hashlib.sha256(subject.key.encode()).hexdigest()[:24]
         head = [
             self.from_header,

@@ -72,6 +72,7 @@ from publisher.derived import derived_key
 from publisher.errors import ConfigError
 from publisher.spend import DailySpend, SpendAllowance, next_day_start
 from publisher.store.sql import utcnow
+from publisher.tokens import same_token
 
 log = logging.getLogger("publisher.sms")
 
@@ -267,7 +268,7 @@ def dlr_token(key: bytes, delivery_id: str) -> str:
 
 
 def check_dlr_token(key: bytes, delivery_id: str, token: str) -> bool:
-    return hmac.compare_digest(dlr_token(key, delivery_id), token)
+    return same_token(dlr_token(key, delivery_id), token)
 
 
 def callback_base(config: Config, settings: SmsSettings) -> str:

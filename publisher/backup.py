@@ -4,25 +4,36 @@ The archive is a gzipped tar: manifest.json, one JSON-lines file per table (read
 in one snapshot transaction), and the attachment files. Attachments are
 content-addressed and written before their row commits, so every row in the
 snapshot has its file. The data key is deliberately not in the archive.
+
+The tar.gz is never written in the clear: it is streamed through AES-256-GCM in
+1 MiB chunks (publisher.sealed) under a key derived from the data key with HKDF
+(purpose ``gongkai/backup/v1``, a random salt per backup), into a file created
+mode 0600. Without the data key a backup cannot be restored at all. Restoring
+decrypts to an anonymous temporary file (0600, unlinked) and then reads the tar;
+archives from before encryption (a plain tar.gz) still restore.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import os
 import tarfile
 import tempfile
 import zlib
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import sqlalchemy as sa
 
 from publisher import __version__
+from publisher.config import Config
 from publisher.errors import Conflict, ValidationFailed
 from publisher.recipients import keep_recipient_ids_unused
+from publisher.sealed import MAGIC, SealingWriter, is_sealed, unseal
 from publisher.store import current_revision
 from publisher.store import schema as t
 from publisher.store.sql import SqlStore, attachment_path
@@ -34,6 +45,8 @@ TRANSIENT_TABLES = frozenset({"workers"})
 #: that respects foreign keys
 TABLES = [table for table in t.metadata.sorted_tables if table.name not in TRANSIENT_TABLES]
 FORMAT = "gongkai-backup/1"
+#: the HKDF purpose of the backup encryption key
+PURPOSE = "backup/v1"
 
 Progress = Callable[[str, int], None]
 
@@ -49,8 +62,15 @@ def _encode(value: Any) -> Any:
 async def backup(store: SqlStore, dest: Path, progress: Progress | None = None) -> dict[str, int]:
     counts: dict[str, int] = {}
     shas: set[str] = set()
+    data_key = store.config.data_key()  # no key, no backup: refused before anything is written
     tmp = dest.with_name(dest.name + ".partial")
-    with tarfile.open(tmp, "w:gz") as tar:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # also when a stale .partial was there with other modes
+    with (
+        os.fdopen(fd, "wb") as raw,
+        SealingWriter(raw, data_key, PURPOSE) as sealed,
+        tarfile.open(fileobj=sealed, mode="w|gz") as tar,  # type: ignore[call-overload]
+    ):
         async with store.engine.connect() as conn:
             if not store.is_sqlite:
                 await conn.execution_options(isolation_level="REPEATABLE READ")
@@ -105,8 +125,38 @@ async def restore(
     store: SqlStore, src: Path, *, force: bool = False, progress: Progress | None = None
 ) -> dict[str, int]:
     """Load a backup into this store (which must be empty unless force) in one transaction."""
+    with tempfile.TemporaryFile() as plain:  # 0600 and already unlinked
+        await asyncio.to_thread(_plain_archive, src, plain, store.config)
+        plain.seek(0)
+        return await _restore_tar(store, src, plain, force=force, progress=progress)
+
+
+def _plain_archive(src: Path, plain: IO[bytes], config: Config) -> None:
+    """Copy the tar.gz inside `src` into `plain`: decrypted with the data key, or as it is
+    for a backup made before backups were encrypted."""
     try:
-        tar = tarfile.open(src, "r:gz")  # noqa: SIM115 - closed by the with below
+        with open(src, "rb") as fh:
+            sealed = is_sealed(fh.read(len(MAGIC)))
+            fh.seek(0)
+            if sealed:
+                unseal(fh, plain, config.data_key(), PURPOSE, str(src))
+            else:
+                while chunk := fh.read(1 << 20):
+                    plain.write(chunk)
+    except OSError as exc:
+        raise ValidationFailed(f"{src}: not a readable backup archive ({exc})") from None
+
+
+async def _restore_tar(
+    store: SqlStore,
+    src: Path,
+    plain: IO[bytes],
+    *,
+    force: bool,
+    progress: Progress | None,
+) -> dict[str, int]:
+    try:
+        tar = tarfile.open(fileobj=plain, mode="r:gz")  # noqa: SIM115 - closed by the with below
     except (OSError, tarfile.TarError) as exc:
         raise ValidationFailed(f"{src}: not a readable backup archive ({exc})") from None
     with tar:

@@ -18,14 +18,22 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
-from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+)
 
 from publisher.addresses import AddressBox, mask, normalize
 from publisher.config import Config
 from publisher.errors import Conflict, NotFound, ValidationFailed
+from publisher.reports.entries import not_a_boolean
 from publisher.store import schema as t
 from publisher.store.sql import SqlStore, insert_for, utcnow
 from publisher.textclean import ERROR_TYPE, CleanTextModel, ForbiddenCharacters
@@ -47,12 +55,15 @@ class _BoardFields(CleanTextModel):
     paper: Paper | None = None
     orientation: Orientation | None = None
     categories: list[str] | None = Field(default=None, max_length=100)
-    min_days: int | None = Field(default=None, ge=0, le=MAX_MIN_DAYS)
+    min_days: Annotated[int, BeforeValidator(not_a_boolean)] | None = Field(
+        default=None, ge=0, le=MAX_MIN_DAYS
+    )
     #: the operator's mobile number; "" clears it
     operator_phone: str | None = Field(default=None, max_length=32)
     #: the operator's email address; "" clears it
     operator_email: str | None = Field(default=None, max_length=254)
-    enabled: bool | None = None
+    #: strict: the number 0 or the string "no" is not a yes/no (schemathesis found 0 taken)
+    enabled: StrictBool | None = None
 
     @field_validator("location", "operator_phone", "operator_email", "name", check_fields=False)
     @classmethod

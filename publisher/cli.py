@@ -643,14 +643,19 @@ async def _find_item(store: SqlStore, item_id: str) -> Any:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @with_store
 async def backup_cmd(store: SqlStore, file: Path) -> None:
-    """Write a consistent copy of the store and attachments to FILE (.tar.gz) while it runs."""
+    """Write a consistent copy of the store and attachments to FILE while it runs: a tar.gz
+    encrypted with the data key (AES-256-GCM), mode 0600."""
     from publisher.backup import backup
 
     with Progress(console=err_console, transient=True) as progress:
         task = progress.add_task("backing up", total=None)
         counts = await backup(store, file, lambda name, n: progress.update(task, description=name))
     click.echo(f"wrote {file}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    click.echo("the data key is not in the backup: keep it safe separately", err=True)
+    click.echo(
+        "encrypted with the data key; the data key is not in the backup: keep it safe "
+        "separately, without it the backup cannot be restored",
+        err=True,
+    )
 
 
 @cli.command("restore")

@@ -41,6 +41,7 @@ from channels.base import (
     TransientDeliveryError,
 )
 from publisher.addresses import AddressBox
+from publisher.atrest import ENDPOINT_SECRET, FieldBox, open_settings
 from publisher.config import CHANNEL_NAMES, ChannelConfig, Config, QuietHours
 from publisher.digests import DIGEST_KIND, Digests
 from publisher.errors import ConfigError, ItemNotFound
@@ -224,6 +225,7 @@ class DeliveryWorker:
         self.digests = Digests(store, self.ledger)
         self.worker_id = worker_id or new_worker_id()
         self.box = AddressBox(self.config.data_key())
+        self.secrets = FieldBox(self.config.data_key(), ENDPOINT_SECRET)
         self.channels: dict[str, ChannelRuntime] = {}
         self._subjects: OrderedDict[str, asyncio.Future[Subject]] = OrderedDict()
         self._stop = asyncio.Event()
@@ -755,4 +757,5 @@ class DeliveryWorker:
             return Target(row.target, row.channel, self.box.open(stored.address_enc))
         if not stored.enabled:
             return "endpoint_disabled"
-        return Target(row.target, row.channel, stored.address, stored.name, dict(stored.settings))
+        settings = open_settings(self.secrets, stored.settings)
+        return Target(row.target, row.channel, stored.address, stored.name, settings)

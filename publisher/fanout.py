@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from publisher.atrest import ENDPOINT_SECRET, FieldBox, seal_settings
 from publisher.config import ALL_FEED, Config
 from publisher.ledger import PRIORITY_NORMAL, PRIORITY_URGENT, HotSql, Ledger
 from publisher.store import schema as t
@@ -53,9 +54,14 @@ class FanOut:
             for ep in self.config.channels.get(channel).endpoints:
                 declared.append((channel, ep.name, ep.address, ep.categories, ep.settings))
         now = utcnow()
+        box = None
+        if any("secret" in settings for *_, settings in declared):
+            box = FieldBox(self.config.data_key(), ENDPOINT_SECRET)
         async with self.store.write() as conn:
             insert = insert_for(conn)
-            for channel, name, address, categories, settings in declared:
+            for channel, name, address, categories, declared_settings in declared:
+                # an inline webhook secret is stored sealed with the data key
+                settings = seal_settings(box, declared_settings) if box else declared_settings
                 # several workers may start at once: the first one creates it; config.yaml
                 # stays the source of a declared endpoint, so an edit there (a new address,
                 # categories, a rotated secret) takes effect at the next start

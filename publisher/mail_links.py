@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from publisher.config import Config
 from publisher.derived import derived_key
+from publisher.tokens import same_token
 
 _RID_TOKEN = re.compile(r"^([1-9][0-9]{0,17})\.([A-Za-z0-9_-]{22})$")
 #: longest confirmation token accepted (an address of 254 characters fits well inside)
@@ -113,9 +114,9 @@ class MailLinks:
         if found is None or not nonce:
             return False
         rid, mac = int(found.group(1)), found.group(2)
-        if hmac.compare_digest(self._mac(purpose, rid, nonce), mac):
+        if same_token(self._mac(purpose, rid, nonce), mac):
             return True
-        return legacy and hmac.compare_digest(self._mac(purpose, rid, None), mac)
+        return legacy and same_token(self._mac(purpose, rid, None), mac)
 
     def unsubscribe_url(self, recipient_id: int, nonce: str) -> str:
         token = self.token(LinkPurpose.UNSUBSCRIBE, recipient_id, nonce)

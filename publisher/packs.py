@@ -52,6 +52,7 @@ from channels.board import (
     write_atomically,
 )
 from publisher.addresses import AddressBox
+from publisher.atrest import ENDPOINT_SECRET, SEALED_SECRET, FieldBox, open_settings
 from publisher.boards import CHANNEL, Board, Boards, _json_list
 from publisher.config import Config
 from publisher.derived import derived_key
@@ -63,6 +64,7 @@ from publisher.shortlinks import ShortLinks
 from publisher.store import schema as t
 from publisher.store.sql import EventKind, SqlStore, insert_for, utcnow
 from publisher.text import render_body
+from publisher.tokens import same_token
 
 log = logging.getLogger("publisher.packs")
 
@@ -480,7 +482,10 @@ async def pack_target(store: SqlStore, board: Board) -> Target:
         ep = (
             await conn.execute(sa.select(t.endpoints).where(t.endpoints.c.id == board.endpoint_id))
         ).one()
-    return Target(f"e:{ep.id}", CHANNEL, ep.address, ep.name, dict(ep.settings))
+    secrets = (
+        FieldBox(store.config.data_key(), ENDPOINT_SECRET) if SEALED_SECRET in ep.settings else None
+    )
+    return Target(f"e:{ep.id}", CHANNEL, ep.address, ep.name, open_settings(secrets, ep.settings))
 
 
 def subject_gone(subject: Subject) -> str | None:
@@ -574,7 +579,7 @@ class PackLinks:
         if found is None:
             raise BadPackToken("malformed")
         expires = int(found.group(1))
-        if not hmac.compare_digest(self._mac(purpose, board_id, pack_id, expires), found.group(2)):
+        if not same_token(self._mac(purpose, board_id, pack_id, expires), found.group(2)):
             raise BadPackToken("signature")
         if (time.time() if now is None else now) >= expires:
             raise ExpiredPackToken("expired")

@@ -11,14 +11,17 @@ request still open at the end of a year is carried over into the next (结转).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
+from typing import Annotated
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from publisher.atrest import APPLICANT, FieldBox
 from publisher.calendar import WorkCalendar, load_calendar
 from publisher.content import NonBlank
 from publisher.errors import Conflict, NotFound, ValidationFailed
@@ -165,6 +168,28 @@ def deadline(req: DisclosureRequest, calendar: WorkCalendar) -> date | None:
 
 # -- input -------------------------------------------------------------------------
 
+#: the days the register takes: written YYYY-MM-DD, in the years 1900–2200
+_ISO_DAY = re.compile(r"(19\d\d|2[01]\d\d|2200)-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])")
+_DAY_PATTERN = "^(19[0-9]{2}|2[01][0-9]{2}|2200)-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
+
+
+def _iso_day(value: object) -> object:
+    """Only a date written YYYY-MM-DD in a sane range: pydantic alone would take the number 0
+    as 1970-01-01 (a Unix time) and any year from 1 to 9999."""
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str) or not _ISO_DAY.fullmatch(value):
+        shown = repr(value)[:24]
+        raise ValueError(f"{shown} is not a date written YYYY-MM-DD in the years 1900–2200")
+    return value
+
+
+Day = Annotated[
+    date,
+    BeforeValidator(_iso_day),
+    WithJsonSchema({"type": "string", "format": "date", "pattern": _DAY_PATTERN}),
+]
+
 
 class RequestIn(CleanTextModel):
     """No text may hold a character XML cannot (publisher.textclean); the applicant's name
@@ -172,7 +197,7 @@ class RequestIn(CleanTextModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     line_fields = frozenset({"applicant"})
-    received_on: date = Field(description="收到申请之日")
+    received_on: Day = Field(description="收到申请之日")
     applicant_type: ApplicantType
     applicant: str | None = Field(default=None, max_length=255, description="name; optional")
     subject: NonBlank = Field(max_length=5000, description="the information asked for")
@@ -182,23 +207,23 @@ class RequestIn(CleanTextModel):
 class PauseIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: PauseKind
-    started_on: date
+    started_on: Day
 
 
 class ResumeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    ended_on: date = Field(description="补正 received, or the consultation answered")
+    ended_on: Day = Field(description="补正 received, or the consultation answered")
 
 
 class ExtendIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    extended_on: date
+    extended_on: Day
 
 
 class CloseIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     outcome: Outcome
-    closed_on: date
+    closed_on: Day
 
 
 def _check_day(what: str, day: date) -> None:
@@ -214,6 +239,14 @@ class Register:
 
     def __init__(self, store: SqlStore) -> None:
         self.store = store
+        self._box: FieldBox | None = None
+
+    @property
+    def box(self) -> FieldBox:
+        """The applicant's name is sealed with the data key (publisher.atrest)."""
+        if self._box is None:
+            self._box = FieldBox(self.store.config.data_key(), APPLICANT)
+        return self._box
 
     async def add(self, new: RequestIn, *, actor: str) -> DisclosureRequest:
         _check_day("received_on", new.received_on)
@@ -225,7 +258,7 @@ class Register:
                     .values(
                         received_on=new.received_on,
                         applicant_type=new.applicant_type.value,
-                        applicant=new.applicant or None,
+                        applicant=self.box.seal(new.applicant) if new.applicant else None,
                         subject=new.subject,
                         note=new.note or None,
                         created_by=actor,
@@ -402,7 +435,7 @@ class Register:
                 id=row.id,
                 received_on=row.received_on,
                 applicant_type=ApplicantType(row.applicant_type),
-                applicant=row.applicant,
+                applicant=self.box.open(row.applicant) if row.applicant else None,
                 subject=row.subject,
                 extended_on=row.extended_on,
                 outcome=Outcome(row.outcome) if row.outcome else None,

@@ -35,6 +35,7 @@ from publisher.readiness import require_channel
 from publisher.recipients import Consent, Recipient, Recipients
 from publisher.store import schema as t
 from publisher.store.sql import SqlStore, insert_for, utcnow
+from publisher.tokens import same_token
 
 log = logging.getLogger("publisher.subscriptions")
 
@@ -318,9 +319,7 @@ class CodeSubscriptions:
             row = (await conn.execute(self.store._lock(sa.select(v).where(where)))).first()
             if row is None or row.expires_at <= now or row.attempts >= p.attempts:
                 raise ValidationFailed(WRONG_CODE)
-            good = code.isdigit() and hmac.compare_digest(
-                row.code_hash, self._code_hash(h, code, purpose)
-            )
+            good = code.isdigit() and same_token(row.code_hash, self._code_hash(h, code, purpose))
             if not good:
                 await conn.execute(v.update().where(where).values(attempts=row.attempts + 1))
         if not good:

@@ -7,15 +7,24 @@ so what is read back is exactly what was written.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Annotated
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from publisher.errors import ValidationFailed
 from publisher.store import schema as t
 from publisher.store.sql import SqlStore, insert_for, utcnow
 
-Count = int
+
+def not_a_boolean(value: object) -> object:
+    """JSON true/false is not a count (pydantic would take false as 0)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number, not true or false")
+    return value
+
+
+Count = Annotated[int, BeforeValidator(not_a_boolean)]
 
 
 class _Entries(BaseModel):

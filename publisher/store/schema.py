@@ -393,8 +393,9 @@ disclosure_requests = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("received_on", sa.Date, nullable=False, index=True),
     sa.Column("applicant_type", sa.String(32), nullable=False),
-    #: the applicant's name: personal data, optional
-    sa.Column("applicant", sa.String(255)),
+    #: the applicant's name: personal data, optional; sealed with the data key
+    #: (publisher.atrest, "enc1:…"), so longer than the 255 characters a name may have
+    sa.Column("applicant", sa.Text),
     sa.Column("subject", sa.Text, nullable=False),
     #: the one 20-working-day extension (Art33), when it was decided
     sa.Column("extended_on", sa.Date),

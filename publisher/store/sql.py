@@ -982,7 +982,7 @@ class SqlStore:
             raise Conflict(f"item {item_id} is {item.status.value}; attachments cannot change now")
         limit = self.config.storage.max_upload_bytes
         root = self.config.attachments_path
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
         digest = hashlib.sha256()
         size = 0
         fd, tmp_name = tempfile.mkstemp(dir=root, prefix=".upload-")
@@ -1429,7 +1429,9 @@ def make_engine(url: str, *, pg_schema: str | None = None) -> AsyncEngine:
     """An engine for the store; `pg_schema` puts a PostgreSQL store in its own schema (tests)."""
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[1]
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if path != ":memory:" and not Path(path).exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))  # never readable by others
         engine = create_async_engine(url, connect_args={"timeout": 60})
         _sqlite_events(engine.sync_engine)
         return engine

@@ -13,7 +13,7 @@ from publisher.web import boards as notice_boards
 from publisher.web import reports as clocks_and_reports
 from publisher.web.auth import auth_middleware, policy_middleware
 from publisher.web.keys import CONFIG, SCHEDULER, STORE, WORKER
-from publisher.web.problems import problem_middleware
+from publisher.web.problems import allow_middleware, problem_middleware
 from publisher.web.proxy import forwarded_middleware
 
 
@@ -28,6 +28,7 @@ def make_app(
     app = web.Application(
         middlewares=[
             forwarded_middleware(config),
+            allow_middleware,
             problem_middleware,
             auth_middleware,
             ui.ui_error_middleware,  # staff pages answer errors as HTML, not problem JSON

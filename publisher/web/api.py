@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from publisher import workflow
@@ -457,6 +458,8 @@ async def upload_attachment(request: web.Request) -> web.Response:
             part = await reader.next()
     except (ValueError, AssertionError) as exc:
         raise ValidationFailed(f"body: malformed multipart data: {exc}") from None
+    except HttpProcessingError as exc:  # e.g. a control character in a part's header
+        raise ValidationFailed(f"body: malformed multipart data: {exc.message}") from None
     if part is None or not isinstance(part, BodyPartReader):
         raise ValidationFailed("file: no form field named 'file'")
     filename = part.filename or ""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import secrets
 from collections.abc import Iterable
 
 import sqlalchemy as sa
@@ -18,6 +17,7 @@ from publisher.metrics import METRICS
 from publisher.packs import flags as board_flags
 from publisher.readiness import item_readiness
 from publisher.store import schema as t
+from publisher.tokens import same_token
 from publisher.web.api import _enum_param, _int_param, iso, json_response
 from publisher.web.keys import CONFIG, STORE, WORKER
 
@@ -163,7 +163,7 @@ async def metrics(request: web.Request) -> web.Response:
     """Prometheus text; to loopback clients, or with metrics.token as a bearer token."""
     cfg = request.app[CONFIG].metrics
     header = request.headers.get("Authorization", "")
-    token_ok = bool(cfg.token) and secrets.compare_digest(header, f"Bearer {cfg.token}")
+    token_ok = bool(cfg.token) and same_token(header, f"Bearer {cfg.token}")
     loopback = False
     if cfg.allow_loopback and request.remote:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
@@ -539,6 +540,61 @@ MODELS.extend(REPORT_MODELS)
 MODELS.extend(BOARD_MODELS)
 
 
+#: path parameters of the public and residents' pages, which their entries above do not list
+#: one by one; every `{name}` in a path is declared (schemathesis and clients rely on it)
+PATH_PARAMETERS: dict[str, dict[str, Any]] = {
+    "item_id": {"type": "string"},
+    "attachment_id": {"type": "string"},
+    "filename": {"type": "string"},
+    "code": {"type": "string"},
+    "token": {"type": "string"},
+    "name": {"type": "string"},
+    "fmt": {"type": "string", "enum": ["rss", "atom"]},
+    "board_id": {"type": "integer"},
+    "pack_id": {"type": "integer"},
+    "request_id": {"type": "integer"},
+    "year": {"type": "integer"},
+}
+_TEMPLATE = re.compile(r"\{([^}:]+)\}")
+#: the ranges the handlers check (web.api._int_param, web.reports._year / _request_id), so
+#: a value the document allows is one the route takes (and schemathesis can tell them apart)
+PARAMETER_BOUNDS: dict[str, dict[str, int]] = {
+    "year": {"minimum": 1900, "maximum": 2200},
+    "page": {"minimum": 1, "maximum": 1_000_000},
+    "per_page": {"minimum": 1, "maximum": 200},
+    "within": {"minimum": 0, "maximum": 20},
+    "request_id": {"minimum": 0, "maximum": 999_999_999_999},
+}
+
+
+def _with_path_parameters(path: str, op: dict[str, Any]) -> dict[str, Any]:
+    """`op` with a declaration for each parameter of `path` it does not declare itself."""
+    declared = {(p.get("name"), p.get("in")) for p in op.get("parameters", [])}
+    missing = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": dict(PATH_PARAMETERS.get(name, {"type": "string"})),
+        }
+        for name in _TEMPLATE.findall(path)
+        if (name, "path") not in declared
+    ]
+    if missing:
+        op["parameters"] = [*op.get("parameters", []), *missing]
+    if "parameters" in op:
+        op["parameters"] = [_bounded(p) for p in op["parameters"]]
+    return op
+
+
+def _bounded(parameter: dict[str, Any]) -> dict[str, Any]:
+    bounds = PARAMETER_BOUNDS.get(parameter.get("name", ""))
+    schema = parameter.get("schema", {})
+    if bounds is None or schema.get("type") != "integer" or "minimum" in schema:
+        return parameter
+    return {**parameter, "schema": {**schema, **bounds}}
+
+
 def build_document() -> dict[str, Any]:
     schemas: dict[str, Any] = {"Problem": _PROBLEM}
     for model in MODELS:
@@ -552,7 +608,7 @@ def build_document() -> dict[str, Any]:
             op = dict(op)
             if (method.upper(), path) not in PUBLIC_ROUTES:
                 op["security"] = [{"bearer": []}]
-            paths[path][method] = op
+            paths[path][method] = _with_path_parameters(path, op)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Gongkai Publisher API", "version": __version__},

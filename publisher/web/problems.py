@@ -85,6 +85,25 @@ async def read_form(request: web.Request) -> MultiDictProxy[Any]:
 
 
 @web.middleware
+async def allow_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every 405 names the methods the resource serves in Allow (RFC 9110 §15.5.6), whichever
+    middleware turned the router's refusal into a page or a problem document (aiohttp's own
+    HTTPMethodNotAllowed, if it gets this far, carries Allow already)."""
+    response = await handler(request)
+    if response.status == 405 and "Allow" not in response.headers:
+        refusal = getattr(request.match_info, "http_exception", None)
+        if isinstance(refusal, web.HTTPMethodNotAllowed):
+            response.headers["Allow"] = refusal.headers["Allow"]
+        else:
+            methods: set[str] = set()
+            for resource in request.app.router.resources():
+                if (await resource.resolve(request))[1]:
+                    methods.update(r.method for r in resource if r.method != "*")
+            response.headers["Allow"] = ", ".join(sorted(methods))
+    return response
+
+
+@web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
@@ -92,6 +111,14 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return problem(exc.status, exc.kind, exc.title, exc.detail, request.path, **exc.extra)
     except ValidationError as exc:
         return validation_problem(exc, request.path)
+    except HttpProcessingError as exc:  # a body aiohttp could not parse (multipart headers …)
+        return problem(
+            400,
+            MalformedBody.kind,
+            MalformedBody.title,
+            f"the request body could not be read: {exc.message}",
+            request.path,
+        )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

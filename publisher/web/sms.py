@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import contextlib
-import hmac
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -42,6 +41,7 @@ from publisher.subscriptions import (
     CodeSubscriptions,
     TooManyRequests,
 )
+from publisher.tokens import same_token
 from publisher.web import mail as mail_web
 from publisher.web import sms_aliyun_reports
 from publisher.web.api import json_response, read_json
@@ -214,9 +214,7 @@ async def sms_inbound(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     settings = sms.settings
     secret = request.query.get("secret", "")
-    if not settings.inbound_secret or not hmac.compare_digest(
-        secret.encode(), settings.inbound_secret.encode()
-    ):
+    if not settings.inbound_secret or not same_token(secret, settings.inbound_secret):
         raise Forbidden("inbound sms: wrong or missing secret")
     raw_from = request.query.get("from", "")
     try:

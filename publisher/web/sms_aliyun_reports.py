@@ -21,7 +21,6 @@ and recording it again changes nothing).
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from publisher.errors import ConfigError, Forbidden, PublisherError
 from publisher.ledger import DeliveryState, Ledger, ReceiptResult
 from publisher.store import schema as t
 from publisher.store.sql import SqlStore
+from publisher.tokens import same_token
 from publisher.web.api import decode_json, json_response, read_body
 from publisher.web.keys import STORE
 from publisher.web.problems import MalformedBody
@@ -86,7 +86,7 @@ class AliyunReports:
         """The gateway whose token this is, compared in constant time against every one."""
         found = None
         for known, name in self.tokens.items():
-            if hmac.compare_digest(known.encode(), token.encode()):
+            if same_token(known, token):
                 found = name
         return found
 

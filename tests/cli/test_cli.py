@@ -481,3 +481,20 @@ async def test_control_characters_are_removed_from_imports_and_refused_in_names(
     [(_, _, _, title)] = await stored_items(cfg)
     assert title == "旧通知"
     one_line_error(refused, "user name", "U+200B")
+
+
+def test_backup_needs_the_data_key_to_restore(site: Path, tmp_path: Path) -> None:
+    """Issue 16 (B): the backup is sealed with the data key, written 0600; restoring
+    without the key or with another one is one line and exit 2."""
+    archive = tmp_path / "sealed.tar.gz"
+    ok(cli(site, "backup", str(archive)))
+    assert archive.stat().st_mode & 0o777 == 0o600
+    assert archive.read_bytes().startswith(b"GKSEALED")
+    fresh = make_site(tmp_path / "restored-elsewhere")
+    other = "b3RoZXIta2V5LTMyLWJ5dGVzLWxvbmctLi4uLi4uLi4="
+    wrong = cli(fresh, "restore", str(archive), env={"PUBLISHER__SECURITY__DATA_KEY": other})
+    one_line_error(wrong, str(archive), "data key")
+    keyless = cli(
+        fresh, "restore", str(archive), key=False, env={"PUBLISHER__SECURITY__DATA_KEY_FILE": ""}
+    )
+    one_line_error(keyless, "data_key")

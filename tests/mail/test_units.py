@@ -162,3 +162,51 @@ async def test_the_pool_reconnects_after_the_server_drops_and_maps_answers(
             controller.stop()
     assert [m.rcpt_tos for m in sink.received] == [["a@example.org"], ["a@example.org"]]
     assert all(m.mail_from == SENDER for m in sink.received)
+
+
+def test_remote_images_are_removed_from_the_mail_html(config: Config) -> None:
+    """Issue 16 (B): a remote image in a Markdown body is a read-tracking pixel in mail."""
+    from publisher.text import render_body
+
+    base = config.site.base_url.rstrip("/")
+    body = (
+        "见下图。\n\n![x](https://tracker.example/pixel.png?u=1)\n\n"
+        f"![本站](<{base}/static/logo.png>)\n\n"
+        "![同名](https://tracker.example.evil/x.png)"
+    )
+    html_body = render_body(body, "markdown")
+    assert "tracker.example/pixel.png" in html_body  # the page keeps it; only mail drops it
+    adapter = channel(config)
+    rendered = adapter.render(
+        subject(body=body, body_html=html_body), Target("r:1", "email", "a@example.org")
+    )
+    message = message_from_bytes(rendered.body, policy=policy.default)
+    html = message.get_body(preferencelist=("html",)).get_content()  # type: ignore[union-attr]
+    assert "tracker.example" not in html
+    assert f"{base}/static/logo.png" in html
+    assert "见下图" in html
+
+
+def test_only_data_uris_and_the_sites_own_images_stay() -> None:
+    from channels.mail import without_remote_images
+
+    own = ["https://gk.example"]
+    keep = [
+        '<img src="data:image/png;base64,AAAA" alt="x">',
+        '<img alt="a" src="https://gk.example/a.png">',
+        "<IMG SRC='https://gk.example/b.png'>",
+    ]
+    drop = [
+        '<img src="https://gk.example.evil/a.png">',
+        '<img src="//tracker.example/p.gif">',
+        '<img src="/relative.png">',
+        '<img src=" https://tracker.example/p.gif">',
+        '<img src="h&#116;tps://tracker.example/p.gif">',
+        '<img alt="no src">',
+        '<img src="https://gk.example/a.png" srcset="https://tracker.example/p.gif 2x">',
+        '<img alt=">" src="https://tracker.example/p.gif">',
+    ]
+    for tag in keep:
+        assert without_remote_images(f"<p>{tag}</p>", own) == f"<p>{tag}</p>", tag
+    for tag in drop:
+        assert without_remote_images(f"<p>{tag}</p>", own) == "<p></p>", tag

@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from publisher.backup import TABLES, backup, restore
+from publisher.backup import PURPOSE, TABLES, backup, restore
 from publisher.config import Config, load_config
 from publisher.content import ItemCreate, content_from
 from publisher.errors import Conflict, ValidationFailed
 from publisher.models import Action, Role
+from publisher.sealed import unseal
 from publisher.store import upgrade
 from publisher.store.sql import SqlStore, attachment_path
 from tests.conftest import (
@@ -194,13 +195,23 @@ def _tar_gz(members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
+def plain_archive(store: SqlStore, path: Path) -> io.BytesIO:
+    out = io.BytesIO()
+    with path.open("rb") as fh:
+        unseal(fh, out, store.config.data_key(), PURPOSE, str(path))
+    out.seek(0)
+    return out
+
+
 async def test_corrupt_files_are_refused(sqlite_store, tmp_path):
     store = sqlite_store
     good = tmp_path / "good.tar.gz"
     await populate(store)
     await backup(store, good)
     data = good.read_bytes()
-    manifest = json.loads(tarfile.open(good).extractfile("manifest.json").read())  # noqa: SIM115
+    manifest = json.loads(
+        tarfile.open(fileobj=plain_archive(store, good)).extractfile("manifest.json").read()  # noqa: SIM115
+    )
 
     cases = {
         "not-an-archive": b"this is not a backup\n" * 10,
@@ -225,4 +236,65 @@ async def test_corrupt_files_are_refused(sqlite_store, tmp_path):
             await restore(target, tmp_path / "does-not-exist.tar.gz")
         # and the good one still restores
         await restore(target, good)
+        assert len((await dump(target))["items"]) == 5
+
+
+# -- data at rest (issue 16 B) ----------------------------------------------------------------
+
+
+async def test_backups_are_encrypted_and_private(sqlite_store, tmp_path):
+    store = sqlite_store
+    await populate(store, password="correct horse")
+    archive = tmp_path / "backup.tar.gz"
+    await backup(store, archive)
+    assert archive.stat().st_mode & 0o777 == 0o600
+    data = archive.read_bytes()
+    assert not data.startswith(b"\x1f\x8b")  # not a gzip stream anyone can open
+    assert data.startswith(b"GKSEALED")
+    plain = plain_archive(store, archive).read()
+    for secret in (b"$argon2", b"alice"):
+        assert secret not in data
+        assert secret in gzip.decompress(plain)  # the content is there, sealed
+
+
+async def test_restoring_with_a_wrong_key_or_cut_file_is_refused(sqlite_store, tmp_path):
+    store = sqlite_store
+    await populate(store)
+    archive = tmp_path / "backup.tar.gz"
+    await backup(store, archive)
+    data = archive.read_bytes()
+    root = tmp_path / "other"
+    other = load_config(
+        REPO / "config.yaml",
+        {
+            "PUBLISHER__STORAGE__URL": f"sqlite:///{root}/publisher.db",
+            "PUBLISHER__STORAGE__ATTACHMENTS_DIR": str(root / "attachments"),
+            "PUBLISHER__SECURITY__DATA_KEY": "b3RoZXIta2V5LTMyLWJ5dGVzLWxvbmctLi4uLi4uLi4=",
+            "PUBLISHER__SECURITY__DATA_KEY_FILE": "",
+        },
+    )
+    target = SqlStore(other)
+    await upgrade(target)
+    try:
+        with pytest.raises(ValidationFailed, match="cannot be decrypted with this data key"):
+            await restore(target, archive)
+        cut = tmp_path / "cut.tar.gz"
+        for blob in (data[:-1], data[: len(data) // 2], data + b"x"):
+            cut.write_bytes(blob)
+            with pytest.raises(ValidationFailed):
+                await restore(store, cut, force=True)
+        assert await dump(target) == {t.name: [] for t in TABLES}
+    finally:
+        await target.close()
+
+
+async def test_a_plain_archive_from_before_encryption_still_restores(sqlite_store, tmp_path):
+    store = sqlite_store
+    await populate(store)
+    archive = tmp_path / "backup.tar.gz"
+    await backup(store, archive)
+    legacy = tmp_path / "legacy.tar.gz"
+    legacy.write_bytes(plain_archive(store, archive).read())
+    async with fresh_store("sqlite", tmp_path / "target") as target:
+        await restore(target, legacy)
         assert len((await dump(target))["items"]) == 5

@@ -13,7 +13,6 @@ API does not read the cookie at all.
 
 from __future__ import annotations
 
-import secrets
 from datetime import timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -23,6 +22,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from publisher.sessions import Sessions, StaffSession
 from publisher.store.sql import utcnow
+from publisher.tokens import token_present_and_same
 from publisher.totp import PENDING_CODE, PENDING_ENROL, PENDING_MINUTES, Totp
 from publisher.web.keys import CONFIG, USER_KEY
 from publisher.web.problems import Handler
@@ -124,7 +124,7 @@ async def submitted_token(request: web.Request) -> str:
 
 
 def tokens_match(given: str, expected: str) -> bool:
-    return bool(given) and bool(expected) and secrets.compare_digest(given, expected)
+    return token_present_and_same(given, expected)
 
 
 async def csrf_refused(request: web.Request) -> web.Response:
