@@ -62,6 +62,8 @@ users = sa.Table(
     sa.Column("password_hash", sa.String(255)),
     sa.Column("disabled", sa.Boolean, nullable=False, default=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    #: when the password was last set (security.login.max_password_age_days)
+    sa.Column("password_changed_at", UTCDateTime),
 )
 
 api_tokens = sa.Table(
@@ -506,15 +508,22 @@ staff_sessions = sa.Table(
     sa.Column("csrf_token", sa.String(64), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("last_seen_at", UTCDateTime, nullable=False),
+    #: a step of the log-in still to be done before the session opens any other page
+    #: ("password_change": a weak or expired password); null: none, the session is full
+    sa.Column("pending", sa.String(64)),
 )
 
-#: failed logins per user name since the last success; `locked_until` while locked out
-login_failures = sa.Table(
-    "login_failures",
+#: log-in tries counted *before* each password is checked (publisher.sessions): per
+#: scope "pair" (account + client network), "account" and "network"; `locked_until`
+#: while that scope refuses tries, `window_start` when the current count began
+login_throttle = sa.Table(
+    "login_throttle",
     metadata,
-    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("scope", sa.String(8), primary_key=True),
+    sa.Column("key", sa.String(200), primary_key=True),
     sa.Column("failures", sa.Integer, nullable=False),
-    sa.Column("last_failure_at", UTCDateTime, nullable=False),
+    sa.Column("window_start", UTCDateTime, nullable=False),
+    sa.Column("last_try_at", UTCDateTime, nullable=False),
     sa.Column("locked_until", UTCDateTime),
 )
 
