@@ -78,6 +78,15 @@ def login_url(request: web.Request, *, next_url: str | None = None) -> str:
     return url + (f"?next={quote(next_url, safe='/')}" if next_url else "")
 
 
+#: the page of each log-in step that may be left pending (publisher.sessions)
+STEP_PAGES = {"password_change": "/password"}
+
+
+def pending_url(request: web.Request, step: str) -> str:
+    """The page where a pending log-in step is done."""
+    return url_prefix(request.app[CONFIG]) + STAFF_PREFIX + STEP_PAGES[step]
+
+
 def safe_next(request: web.Request, value: str | None) -> str:
     """Where to go after login: a path under /staff on this site, never elsewhere."""
     home = url_prefix(request.app[CONFIG]) + STAFF_PREFIX + "/"
@@ -139,6 +148,11 @@ async def staff_gate(request: web.Request, handler: Handler) -> web.StreamRespon
     ):
         request[SESSION_KEY] = session
         return await csrf_refused(request)
+    if session.pending:
+        # a log-in step is still to do: only its page (and logging out) opens
+        step_page = pending_url(request, session.pending[0])
+        if request.path != step_page and request.path != cookie_path(request) + "/logout":
+            return see_other(step_page)
     request[SESSION_KEY] = session
     request[USER_KEY] = session.user
     return await handler(request)
