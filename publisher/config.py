@@ -161,9 +161,9 @@ class LoginSecurityConfig(_Strict):
     lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)
     #: failures for one account from all networks within `account_window_minutes` after
     #: which its log-ins are throttled (one try per `account_throttle_seconds`, from
-    #: anywhere); above what one network can reach on its own, so nobody can lock a
-    #: colleague out from one place
-    account_max_failures: int = Field(default=30, ge=2, le=10_000)
+    #: anywhere); must be above what one network can reach on its own, so nobody can lock
+    #: a colleague out from one place. None: that much plus 10 (30 with the defaults)
+    account_max_failures: int | None = Field(default=None, ge=2, le=10_000)
     account_window_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
     account_throttle_seconds: int = Field(default=20, ge=1, le=3600)
     #: failures from one network (for any accounts) before the network is locked out
@@ -179,13 +179,23 @@ class LoginSecurityConfig(_Strict):
     #: a password older than this must be changed at the next log-in; none: no limit
     max_password_age_days: int | None = Field(default=None, ge=1, le=3650)
 
+    @property
+    def one_network_reach(self) -> int:
+        """The most failures one network can add to an account within the window: it is
+        locked after max_failed_logins for lockout_minutes."""
+        return self.max_failed_logins * -(-self.account_window_minutes // self.lockout_minutes)
+
+    @property
+    def account_threshold(self) -> int:
+        """account_max_failures, or its default."""
+        if self.account_max_failures is not None:
+            return self.account_max_failures
+        return self.one_network_reach + 10
+
     @model_validator(mode="after")
     def _above_one_network(self) -> LoginSecurityConfig:
-        # one network reaches at most max_failed_logins per lockout period on an account
-        per_window = self.max_failed_logins * (
-            -(-self.account_window_minutes // self.lockout_minutes)
-        )
-        if self.account_max_failures <= per_window:
+        per_window = self.one_network_reach
+        if self.account_max_failures is not None and self.account_max_failures <= per_window:
             raise ValueError(
                 f"account_max_failures: must be more than {per_window}, what one network can "
                 "reach within account_window_minutes (max_failed_logins per lockout_minutes)"

@@ -246,7 +246,7 @@ class Sessions:
                     f"user {name!r} is locked out after failed logins", until, "pair"
                 )
             elif (
-                account.failures >= self.config.account_max_failures
+                account.failures >= self.config.account_threshold
                 and account.last_try_at > now - self.throttle
             ):
                 refusal = LockedOut(
@@ -266,7 +266,7 @@ class Sessions:
                         locked_until=row.locked_until,
                         last_try_at=now,
                     )
-                if account.failures + 1 == self.config.account_max_failures:
+                if account.failures + 1 == self.config.account_threshold:
                     await self._audit(conn, name, "login_throttled", now, network, scope="account")
         if refusal is not None:
             log.info("log-in for %r from %s refused: %s", name, network, refusal.detail)

@@ -246,7 +246,7 @@ async def test_failures_from_many_networks_throttle_the_account(
         await store.add_user("alice", Role.EDITOR, PASSWORD)
         sessions = Sessions(store)
         now = utcnow()
-        for i in range(cfg.account_max_failures):
+        for i in range(cfg.account_threshold):
             with pytest.raises(LoginFailed):
                 await sessions.login("alice", "wrong", network=f"10.9.{i}.1", now=now)
         # throttled: one try per account_throttle_seconds from anywhere
@@ -442,3 +442,16 @@ async def test_lock_out_page_is_in_chinese(web_store: tuple[Browser, SqlStore]) 
         assert status == 401 and "用户名或密码" in html
     status, html, _ = await b.login("alice", PASSWORD)
     assert status == 429 and "登录失败次数过多" in html
+
+
+def test_old_ui_keys_move_to_security_login(
+    config_factory: Callable[..., Config], caplog: pytest.LogCaptureFixture
+) -> None:
+    config = config_factory(UI__LOCKOUT_MINUTES="7")
+    assert config.security.login.lockout_minutes == 7
+    assert "ui.lockout_minutes is deprecated, use security.login.lockout_minutes" in caplog.text
+    # a key set in both places: security.login wins (and the log says so)
+    both = config_factory(UI__MAX_FAILED_LOGINS="3", SECURITY__LOGIN__MAX_FAILED_LOGINS="4")
+    assert both.security.login.max_failed_logins == 4
+    assert "security.login wins" in caplog.text
+    assert config_factory().security.login.max_failed_logins == 5
