@@ -153,10 +153,12 @@ class Sessions:
         *,
         network: str = UNKNOWN_NETWORK,
         now: datetime | None = None,
+        action: str = "login",
     ) -> PasswordStep:
         """The password step. Raises LockedOut while this try may not be made (even with
         the right password; the password is then not checked at all) and LoginFailed for
-        a wrong name or password."""
+        a wrong name or password. `action` names a success in the audit log ("login";
+        "reauth" when a logged-in user confirms the password, counted all the same)."""
         now = now or utcnow()
         name = name.strip()[:64]
         await self._count_try(name, network, now)
@@ -165,7 +167,7 @@ class Sessions:
         except Unauthorized:
             await self._failed(name, network, now)
             raise LoginFailed("wrong user name or password") from None
-        await self._succeeded(name, network, now)
+        await self._succeeded(name, network, now, action)
         pending: list[str] = []
         if await self.store.password_problems(name, password) or self._expired(user, now):
             pending.append(PASSWORD_CHANGE)
@@ -286,7 +288,7 @@ class Sessions:
                 await self._audit(conn, name, "login_locked", now, network, scope="network")
         log.info("failed log-in for %r from %s", name, network)
 
-    async def _succeeded(self, name: str, network: str, now: datetime) -> None:
+    async def _succeeded(self, name: str, network: str, now: datetime, action: str) -> None:
         """A right password: the pair starts afresh; this try no longer counts as a failure
         for the account and the network."""
         keys = dict(self._keys(name, network))
@@ -297,7 +299,7 @@ class Sessions:
             for scope in ("account", "network"):
                 failures = max(rows[scope].failures - 1, 0)
                 await self._set(conn, scope, keys[scope], failures=failures)
-            await self._audit(conn, name, "login", now, network)
+            await self._audit(conn, name, action, now, network)
 
     async def _audit(
         self,

@@ -455,3 +455,29 @@ def test_old_ui_keys_move_to_security_login(
     assert both.security.login.max_failed_logins == 4
     assert "security.login wins" in caplog.text
     assert config_factory().security.login.max_failed_logins == 5
+
+
+async def test_the_password_page_counts_wrong_current_passwords(
+    web_store: tuple[Browser, SqlStore],
+) -> None:
+    b, store = web_store
+    status, _, _ = await b.login("alice", PASSWORD)
+    assert status == 303
+    status, html, _ = await b.get("/staff/password")
+    assert status == 200 and 'href="/staff/password"' in html  # linked from every page
+    csrf = CSRF.search(html)
+    assert csrf
+    new = "bamboo rain river 7"
+    limit = store.config.security.login.max_failed_logins
+    for _ in range(limit):
+        status, html, _ = await b.post(
+            "/staff/password",
+            {"csrf_token": csrf[1], "current": "guess", "password": new, "repeat": new},
+        )
+        assert status == 422 and "当前密码错误" in html
+    status, html, _ = await b.post(
+        "/staff/password",
+        {"csrf_token": csrf[1], "current": PASSWORD, "password": new, "repeat": new},
+    )
+    assert status == 429 and "登录失败次数过多" in html
+    await store.verify_password("alice", PASSWORD)  # unchanged

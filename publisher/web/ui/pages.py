@@ -7,7 +7,7 @@ from datetime import datetime
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from publisher.errors import Busy, Unauthorized, ValidationFailed
+from publisher.errors import Busy, ValidationFailed
 from publisher.models import ItemStatus, Role
 from publisher.sessions import PASSWORD_CHANGE, LockedOut, LoginFailed, client_network
 from publisher.store.sql import ItemQuery
@@ -155,13 +155,20 @@ async def change_password(request: web.Request) -> web.StreamResponse:
             request, error=_("The new password must differ from the current one."), status=422
         )
     try:
-        # the current password is asked again, so an unattended session cannot change it
-        await store.verify_password(session.user.name, current)
+        # the current password is asked again, so an unattended session cannot change it;
+        # the try is counted like a log-in (no guessing through this page)
+        await request.app[SESSIONS].check_password(
+            session.user.name, current, network=client_network(request.remote), action="reauth"
+        )
     except Busy:
         return _password_form(
             request, error=_("The server is busy: please try again in a moment."), status=503
         )
-    except Unauthorized:
+    except LockedOut as exc:
+        until = exc.until.astimezone(request.app[CONFIG].site.tz).strftime("%H:%M:%S")
+        error = _("Too many failed logins: this account is locked until %(time)s.")
+        return _password_form(request, error=error % {"time": until}, status=429)
+    except LoginFailed:
         return _password_form(request, error=_("The current password is wrong."), status=422)
     found = await store.password_problems(session.user.name, new)
     if found:

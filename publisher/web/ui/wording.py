@@ -53,6 +53,7 @@ ACTION_LABELS: Mapping[str, str] = {
     "withdraw": N_("Withdrawal"),
     "login": N_("Logged in"),
     "login_failed": N_("Failed log-in"),
+    "reauth": N_("Password confirmed"),
     "login_locked": N_("Log-ins locked"),
     "login_throttled": N_("Log-ins slowed down"),
 }
