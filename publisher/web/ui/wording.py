@@ -157,7 +157,15 @@ CORE_MESSAGES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
             r"correction_note: only for edits of a published item",
             N_("Correction note: only for a correction of a published item"),
         ),
-        (r"password: at least 8 characters", N_("Password: at least 8 characters")),
+        (
+            r"password: at least (?P<value>\d+) characters",
+            N_("Password: at least %(value)s characters"),
+        ),
+        (r"password: a well-known password", N_("Password: a well-known password")),
+        (
+            r"password: too easy to guess .*",
+            N_("Password: too easy to guess; use a longer phrase of several unrelated words"),
+        ),
         (
             r"reason: a rejection needs a reason the author can act on",
             N_("Give a reason for the rejection."),
