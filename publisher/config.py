@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import logging
 import os
 import re
 import types
@@ -29,7 +30,11 @@ from pydantic import (
 
 from publisher.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 ENV_PREFIX = "PUBLISHER__"
+#: keys that moved from ui to security.login
+_MOVED_LOGIN_KEYS = ("max_failed_logins", "lockout_minutes")
 ChannelName = Literal["portal", "rss", "sms", "email", "board"]
 CHANNEL_NAMES: tuple[ChannelName, ...] = ("portal", "rss", "sms", "email", "board")
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -144,8 +149,36 @@ class ServerConfig(_Strict):
 
 
 class LoginSecurityConfig(_Strict):
-    """`security.login`: the staff login's second factor (TOTP, issue 16)."""
+    """Staff log-in: failure counting, lock-outs, password hashing, password policy and
+    the TOTP second factor.
 
+    Failures are counted per (account, client network), per account and per network; a
+    client network is an IPv4 address or an IPv6 /64.
+    """
+
+    #: failed log-ins for one account from one network before that pair is locked out
+    max_failed_logins: int = Field(default=5, ge=1, le=100)
+    #: how long a locked (account, network) pair stays locked (minutes)
+    lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    #: failures for one account from all networks within `account_window_minutes` after
+    #: which its log-ins are throttled (one try per `account_throttle_seconds`, from
+    #: anywhere); must be above what one network can reach on its own, so nobody can lock
+    #: a colleague out from one place. None: that much plus 10 (30 with the defaults)
+    account_max_failures: int | None = Field(default=None, ge=2, le=10_000)
+    account_window_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
+    account_throttle_seconds: int = Field(default=20, ge=1, le=3600)
+    #: failures from one network (for any accounts) before the network is locked out
+    network_max_failures: int = Field(default=50, ge=1, le=100_000)
+    #: threads that verify and hash passwords (argon2), off the event loop
+    hash_threads: int = Field(default=2, ge=1, le=64)
+    #: log-ins waiting for a hashing thread beyond this are refused (busy) at once
+    hash_queue: int = Field(default=64, ge=1, le=10_000)
+    #: the shortest password accepted
+    min_password_length: int = Field(default=12, ge=8, le=128)
+    #: the least zxcvbn score (0-4) a new password needs
+    min_password_score: int = Field(default=3, ge=0, le=4)
+    #: a password older than this must be changed at the next log-in; none: no limit
+    max_password_age_days: int | None = Field(default=None, ge=1, le=3650)
     #: roles that must use a TOTP second factor: such a user without one is sent to
     #: enrolment right after the password and can do nothing else until enrolled.
     #: Empty (the default): TOTP is optional for everyone. API bearer tokens are
@@ -160,12 +193,36 @@ class LoginSecurityConfig(_Strict):
             return [r for r in re.split(r"[\s,\[\]]+", value) if r]
         return value
 
+    @property
+    def one_network_reach(self) -> int:
+        """The most failures one network can add to an account within the window: it is
+        locked after max_failed_logins for lockout_minutes."""
+        return self.max_failed_logins * -(-self.account_window_minutes // self.lockout_minutes)
+
+    @property
+    def account_threshold(self) -> int:
+        """account_max_failures, or its default."""
+        if self.account_max_failures is not None:
+            return self.account_max_failures
+        return self.one_network_reach + 10
+
+    @model_validator(mode="after")
+    def _above_one_network(self) -> LoginSecurityConfig:
+        per_window = self.one_network_reach
+        if self.account_max_failures is not None and self.account_max_failures <= per_window:
+            raise ValueError(
+                f"account_max_failures: must be more than {per_window}, what one network can "
+                "reach within account_window_minutes (max_failed_logins per lockout_minutes)"
+            )
+        return self
+
 
 class SecurityConfig(_Strict):
     #: key for residents' addresses at rest (urlsafe base64, 32 bytes)
     data_key: str | None = None
     #: or a file that holds it (mode 0600); `make run` creates one
     data_key_file: str | None = None
+    #: staff log-in
     login: LoginSecurityConfig = LoginSecurityConfig()
 
 
@@ -279,16 +336,16 @@ class MetricsConfig(_Strict):
 
 
 class UiConfig(_Strict):
-    """The staff web interface: language, sessions, login lockout."""
+    """The staff web interface: language, sessions (log-in settings: security.login)."""
 
     #: the catalogue (locale/<language>/LC_MESSAGES/messages.mo) pages are shown in
     language: str = Field(default="zh_CN", pattern=r"^[a-z]{2}(_[A-Z]{2})?$")
     #: a session unused this long ends (minutes)
     session_idle_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)
-    #: failed logins in a row (per user name) before the name is locked out
-    max_failed_logins: int = Field(default=5, ge=1, le=100)
-    #: how long a locked-out name stays locked (minutes)
-    lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    #: deprecated: security.login.max_failed_logins (still read, with a log line)
+    max_failed_logins: int | None = Field(default=None, ge=1, le=100)
+    #: deprecated: security.login.lockout_minutes (still read, with a log line)
+    lockout_minutes: int | None = Field(default=None, ge=1, le=24 * 60)
     #: the session cookie's Secure flag: auto = when the request came over https
     secure_cookie: Literal["auto", "always", "never"] = "auto"
 
@@ -319,6 +376,32 @@ class Config(_Strict):
     #: (by the key path it set) that overrode it
     _file: str = PrivateAttr(default="config.yaml")
     _env_sources: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_login_keys(cls, data: Any) -> Any:
+        """ui.max_failed_logins / ui.lockout_minutes moved to security.login; the old keys
+        still work (a key set in security.login wins), with a deprecation log line."""
+        if not isinstance(data, dict) or not isinstance(data.get("ui"), dict):
+            return data
+        ui = dict(data["ui"])
+        moved = {k: ui.pop(k) for k in _MOVED_LOGIN_KEYS if ui.get(k) is not None}
+        if not moved:
+            return data
+        security = data.get("security")
+        security = dict(security) if isinstance(security, dict) else {}
+        login = security.get("login")
+        login = dict(login) if isinstance(login, dict) else {}
+        for key, value in moved.items():
+            log.warning(
+                "config: ui.%s is deprecated, use security.login.%s%s",
+                key,
+                key,
+                " (both set: security.login wins)" if key in login else "",
+            )
+            login.setdefault(key, value)
+        security["login"] = login
+        return {**data, "ui": ui, "security": security}
 
     @model_validator(mode="after")
     def _unique_slugs(self) -> Config:

@@ -118,3 +118,19 @@ class UnsupportedMediaType(PublisherError):
     status = 415
     kind = "unsupported-media-type"
     title = "Unsupported media type"
+
+
+class TooManyRequests(PublisherError):
+    """Tried too often (log-in failures); `retry_after` seconds until it may try again."""
+
+    status = 429
+    kind = "too-many-requests"
+    title = "Too many requests"
+
+
+class Busy(PublisherError):
+    """The server cannot take this now (every password-hashing slot is in use)."""
+
+    status = 503
+    kind = "busy"
+    title = "Busy"

@@ -191,3 +191,5 @@ class User:
     disabled: bool
     has_password: bool
     created_at: datetime
+    #: when the password was last set (None: no password, or set before this was kept)
+    password_changed_at: datetime | None = None

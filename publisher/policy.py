@@ -108,6 +108,9 @@ ROUTES: Mapping[tuple[str, str], Do] = {
     ("POST", "/staff/login/code"): Do.SESSION,
     ("GET", "/staff/totp"): Do.SESSION,
     ("POST", "/staff/totp/confirm"): Do.SESSION,
+    # one's own password: any staff session, and one whose owed step is changing it
+    ("GET", "/staff/password"): Do.SESSION,
+    ("POST", "/staff/password"): Do.SESSION,
     ("GET", "/static/ui/{name}"): Do.PUBLIC,
     ("GET", "/items/{item_id}/board.pdf"): Do.PUBLIC,
     ("GET", "/boards/{board_id}/packs/{pack_id}"): Do.PUBLIC,

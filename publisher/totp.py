@@ -14,12 +14,14 @@ credentials and are not affected.
   each code works once (RFC 6238 §5.2); the check and the write are one conditional
   UPDATE, so two requests racing with the same code cannot both win. A recovery code
   works once in place of a code. Wrong codes in a row are counted per user; at
-  `ui.max_failed_logins` the second step is locked for `ui.lockout_minutes`.
-- **Log-in.** After a right password (publisher.sessions) a user with TOTP gets a
-  session marked pending "totp", one whose role requires TOTP and has none gets
-  "enrol"; a pending session opens only the page that settles it and lasts at most
-  PENDING_MINUTES. Once settled it gets a new id (and CSRF token) and becomes a full
-  session.
+  `security.login.max_failed_logins` the second step is locked for
+  `security.login.lockout_minutes`.
+- **Log-in.** The second factor is a step of the log-in (publisher.sessions), right
+  after the password: a user with TOTP gets a session whose first pending step is
+  "totp", one whose role requires TOTP and has none gets "enrol" (any forced password
+  change comes after it). Such a session opens only the page that settles the step and
+  lasts at most PENDING_MINUTES; once settled (`Sessions.advance`) it gets a new id and
+  CSRF token and goes on to its next step, if any, or becomes a full session.
 - **Reset.** An administrator (or `publisher user totp-reset`) removes a user's TOTP and
   recovery codes; the user's sessions end, and the reset is in the audit log.
 """
@@ -39,7 +41,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from publisher.addresses import AddressBox
 from publisher.errors import ConfigError, Conflict, NotFound, Unauthorized
 from publisher.models import User
-from publisher.sessions import StaffSession, _hash
 from publisher.store import schema as t
 from publisher.store.sql import SqlStore, utcnow
 
@@ -53,7 +54,7 @@ RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 RECOVERY_LENGTH = 10
 #: a half-logged-in session (password right, second factor owed) lasts at most this long
 PENDING_MINUTES = 10
-#: `staff_sessions.pending` values
+#: log-in steps (`staff_sessions.pending`)
 PENDING_CODE = "totp"
 PENDING_ENROL = "enrol"
 #: sealed secrets carry this, so no other sealed value can stand in for one
@@ -111,9 +112,9 @@ class Totp:
 
     def __init__(self, store: SqlStore) -> None:
         self.store = store
-        ui = store.config.ui
-        self.max_failures = ui.max_failed_logins
-        self.lockout = timedelta(minutes=ui.lockout_minutes)
+        login = store.config.security.login
+        self.max_failures = login.max_failed_logins
+        self.lockout = timedelta(minutes=login.lockout_minutes)
         self._box: AddressBox | None = None
 
     # -- keys ---------------------------------------------------------------------------
@@ -167,41 +168,14 @@ class Totp:
 
     # -- after the password -------------------------------------------------------------
 
-    async def stage_after_password(self, user: User) -> str | None:
-        """What the new session still owes: PENDING_CODE, PENDING_ENROL or nothing."""
+    async def steps_after_password(self, user: User) -> tuple[str, ...]:
+        """The second-factor step a right password leaves: (PENDING_CODE,),
+        (PENDING_ENROL,) or none; it comes before any other pending step."""
         if (await self.status(user.id)).enrolled:
-            return PENDING_CODE
+            return (PENDING_CODE,)
         if self.required_for(user):
-            return PENDING_ENROL
-        return None
-
-    async def begin(self, session: StaffSession) -> str | None:
-        """Mark a session just made by a right password as pending when a second factor is
-        owed (before its cookie leaves the server); returns the stage."""
-        stage = await self.stage_after_password(session.user)
-        if stage is not None:
-            async with self.store.write() as conn:
-                await conn.execute(
-                    t.staff_sessions.update()
-                    .where(t.staff_sessions.c.id_hash == session.id_hash)
-                    .values(pending=stage)
-                )
-        return stage
-
-    async def promote(self, session_id: str) -> str:
-        """The pending session becomes a full one under a new id and CSRF token; returns
-        the new cookie value. Raises NotFound when it is gone (or was not pending)."""
-        new_id = secrets.token_urlsafe(32)
-        s = t.staff_sessions
-        async with self.store.write() as conn:
-            res = await conn.execute(
-                s.update()
-                .where(s.c.id_hash == _hash(session_id), s.c.pending.is_not(None))
-                .values(id_hash=_hash(new_id), csrf_token=secrets.token_urlsafe(32), pending=None)
-            )
-        if res.rowcount != 1:
-            raise NotFound("no such pending session")
-        return new_id
+            return (PENDING_ENROL,)
+        return ()
 
     # -- enrolment ----------------------------------------------------------------------
 

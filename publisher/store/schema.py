@@ -62,6 +62,8 @@ users = sa.Table(
     sa.Column("password_hash", sa.String(255)),
     sa.Column("disabled", sa.Boolean, nullable=False, default=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    #: when the password was last set (security.login.max_password_age_days)
+    sa.Column("password_changed_at", UTCDateTime),
 )
 
 api_tokens = sa.Table(
@@ -507,18 +509,20 @@ staff_sessions = sa.Table(
     sa.Column("csrf_token", sa.String(64), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("last_seen_at", UTCDateTime, nullable=False),
-    #: null: a full session. "totp": the password was right, the second factor is still
-    #: owed; "enrol": the role must have TOTP and the user has none yet. Such a session
-    #: opens only the page that settles it (publisher.web.ui.session.staff_gate).
-    sa.Column("pending", sa.String(16)),
+    #: the log-in steps still to be done, comma-joined in order, before the session opens
+    #: any other page (publisher.web.ui.session.staff_gate): "totp" (the password was
+    #: right, the second factor is still owed), "enrol" (the role must have TOTP and the
+    #: user has none yet), "password_change" (a weak or expired password); null: none,
+    #: the session is full
+    sa.Column("pending", sa.String(64)),
 )
 
 #: a user's TOTP second factor (RFC 6238, issue 16). The secret is kept sealed with the
 #: data key (publisher.addresses.AddressBox); `confirmed_at` is null while the user has
 #: not yet entered a first code. `last_step` is the time step of the last code accepted:
 #: a code is accepted only for a later step, so each is used once (RFC 6238 §5.2).
-#: `failures` counts wrong codes in a row; at ui.max_failed_logins the step is locked
-#: until `locked_until`.
+#: `failures` counts wrong codes in a row; at security.login.max_failed_logins the step is
+#: locked until `locked_until`.
 staff_totp = sa.Table(
     "staff_totp",
     metadata,
@@ -543,13 +547,17 @@ totp_recovery_codes = sa.Table(
     sa.Column("used_at", UTCDateTime),
 )
 
-#: failed logins per user name since the last success; `locked_until` while locked out
-login_failures = sa.Table(
-    "login_failures",
+#: log-in tries counted *before* each password is checked (publisher.sessions): per
+#: scope "pair" (account + client network), "account" and "network"; `locked_until`
+#: while that scope refuses tries, `window_start` when the current count began
+login_throttle = sa.Table(
+    "login_throttle",
     metadata,
-    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("scope", sa.String(8), primary_key=True),
+    sa.Column("key", sa.String(200), primary_key=True),
     sa.Column("failures", sa.Integer, nullable=False),
-    sa.Column("last_failure_at", UTCDateTime, nullable=False),
+    sa.Column("window_start", UTCDateTime, nullable=False),
+    sa.Column("last_try_at", UTCDateTime, nullable=False),
     sa.Column("locked_until", UTCDateTime),
 )
 

@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -62,6 +60,7 @@ from publisher.models import (
     Role,
     User,
 )
+from publisher.passwords import PasswordHashing, PasswordProblem
 from publisher.store import schema as t
 
 T = TypeVar("T")
@@ -121,7 +120,8 @@ class ItemEvent:
     created_at: datetime
 
 
-_hasher = PasswordHasher()
+#: words of this service a password should not lean on (zxcvbn's extra dictionary)
+_SITE_WORDS = ("gongkai", "publisher", "staff", "admin")
 
 
 def hash_token(token: str) -> str:
@@ -143,12 +143,15 @@ class SqlStore:
         self.engine = engine or make_engine(self.url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._sync_engine: sa.Engine | None = None
+        #: argon2 off the event loop, and the password policy (publisher.passwords)
+        self.passwords = PasswordHashing(config.security.login)
         #: PostgreSQL connections run() keeps between turns (see run)
         self._kept: list[AsyncConnection] = []
 
     # -- lifecycle -------------------------------------------------------
 
     async def close(self) -> None:
+        self.passwords.close()
         while self._kept:
             await self._kept.pop().close()
         await self.engine.dispose()
@@ -233,19 +236,25 @@ class SqlStore:
         if not name or len(name) > 64 or not name.isprintable() or " " in name:
             raise ValidationFailed(f"user name {name!r}: 1–64 printable characters, no spaces")
         now = utcnow()
-        async with self.write() as conn:
+        async with self.read() as conn:
             exists = await conn.scalar(sa.select(t.users.c.id).where(t.users.c.name == name))
             if exists is not None:
                 raise Conflict(f"user {name!r} already exists")
             if name == workflow.SYSTEM_ACTOR:
                 raise ValidationFailed(f"user name {name!r} is reserved")
+        password_hash = await self._new_password_hash(name, password) if password else None
+        async with self.write() as conn:
+            exists = await conn.scalar(sa.select(t.users.c.id).where(t.users.c.name == name))
+            if exists is not None:
+                raise Conflict(f"user {name!r} already exists")
             await conn.execute(
                 t.users.insert().values(
                     name=name,
                     role=role.value,
-                    password_hash=_hasher.hash(password) if password else None,
+                    password_hash=password_hash,
                     disabled=False,
                     created_at=now,
+                    password_changed_at=now if password_hash else None,
                 )
             )
         return await self.get_user(name)
@@ -259,15 +268,24 @@ class SqlStore:
             rows = (await conn.execute(sa.select(t.users).order_by(t.users.c.name))).all()
         return [_user(r) for r in rows]
 
+    async def password_problems(self, name: str, password: str) -> list[PasswordProblem]:
+        """What the password policy (security.login) finds wrong with a password for `name`."""
+        return await self.passwords.problems(password, user_inputs=(name, *_SITE_WORDS))
+
+    async def _new_password_hash(self, name: str, password: str) -> str:
+        found = await self.password_problems(name, password)
+        if found:
+            raise ValidationFailed(found[0].detail, codes=[p.code for p in found])
+        return await self.passwords.hash(password)
+
     async def set_password(self, name: str, password: str) -> None:
-        if len(password) < 8:
-            raise ValidationFailed("password: at least 8 characters")
-        password_hash = _hasher.hash(password)
+        """A new password (refused unless the policy accepts it); ends the user's sessions."""
+        password_hash = await self._new_password_hash(name, password)
         async with self.write() as conn:
             res = await conn.execute(
                 t.users.update()
                 .where(t.users.c.name == name)
-                .values(password_hash=password_hash)
+                .values(password_hash=password_hash, password_changed_at=utcnow())
                 .returning(t.users.c.id)
             )
             uid = res.scalar()
@@ -312,14 +330,17 @@ class SqlStore:
                 raise NotFound(f"no user named {name!r}")
 
     async def verify_password(self, name: str, password: str) -> User:
+        """The user whose name and password these are; Unauthorized otherwise. The hash is
+        checked on a hashing thread, and for a name with no usable password (unknown,
+        disabled, API tokens only) a dummy hash is checked, so both take as long."""
         async with self.read() as conn:
             row = (await conn.execute(sa.select(t.users).where(t.users.c.name == name))).first()
-        if row is None or row.disabled or not row.password_hash:
+        usable_hash: str | None = None
+        if row is not None and not row.disabled and row.password_hash:
+            usable_hash = row.password_hash
+        ok = await self.passwords.verify(usable_hash, password)
+        if not ok or row is None or usable_hash is None:
             raise Unauthorized("wrong user name or password")
-        try:
-            _hasher.verify(row.password_hash, password)
-        except (VerifyMismatchError, InvalidHashError):
-            raise Unauthorized("wrong user name or password") from None
         return _user(row)
 
     async def create_token(self, name: str, expires_days: int | None = None) -> str:
@@ -1553,6 +1574,7 @@ def _user(row: Row[Any]) -> User:
         disabled=bool(row.disabled),
         has_password=row.password_hash is not None,
         created_at=row.created_at,
+        password_changed_at=row.password_changed_at,
     )
 
 

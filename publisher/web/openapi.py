@@ -413,7 +413,8 @@ PATHS: dict[str, dict[str, Any]] = {
             "responses": {"200": {"description": "text/html"}},
         },
         "post": {
-            "summary": "Log in (form: username, password, csrf_token); sets the session cookie",
+            "summary": "Log in (form: username, password, csrf_token); sets the session "
+            "cookie. A weak or expired password leads to /staff/password first",
             "responses": {
                 "303": {
                     "description": "password right: to the staff pages, or (two-step "
@@ -422,7 +423,11 @@ PATHS: dict[str, dict[str, Any]] = {
                 },
                 "401": {"description": "text/html: wrong name or password"},
                 "403": {"description": "text/html: no valid csrf_token"},
-                "429": {"description": "text/html: locked out after failed logins"},
+                "429": {
+                    "description": "text/html: locked out after failed logins (for this "
+                    "account from this network, this network, or the account throttled)"
+                },
+                "503": {"description": "text/html: too many log-ins at once (hashing busy)"},
             },
         },
     },

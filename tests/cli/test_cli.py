@@ -24,8 +24,9 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from publisher.config import load_config
+from publisher.config import LoginSecurityConfig, load_config
 from publisher.errors import Unauthorized
+from publisher.passwords import problems
 from publisher.store import schema as t
 from publisher.store.sql import ItemQuery, SqlStore
 from tests.conftest import REPO, SAMPLE
@@ -227,8 +228,8 @@ async def test_make_run_imports_the_sample_with_its_title(tmp_path: Path) -> Non
 
 async def test_readme_tour_staff_can_log_in(tmp_path: Path) -> None:
     """The README's tour on a fresh clone: the editor and the reviewer it creates both get
-    a password a reasonable policy accepts (12 or more characters), so the web review it
-    describes can happen."""
+    a password the policy accepts (12 or more characters, not easily guessed), so the web
+    review it describes can happen."""
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     top = readme.partition("## What is here")[0]
     adds = re.findall(r"^\s*\.venv/bin/publisher user add (\S+) --role (\S+)(.*)$", top, flags=re.M)
@@ -238,6 +239,7 @@ async def test_readme_tour_staff_can_log_in(tmp_path: Path) -> None:
         given = re.fullmatch(r" --password-stdin <<< '([^']+)'\s*", rest)
         assert given, f"{name} gets no password: {rest!r}"
         assert len(given.group(1)) >= 12, given.group(1)
+        assert problems(given.group(1), LoginSecurityConfig(), user_inputs=[name]) == []
         users.append((name, role, given.group(1)))
     cfg = make_site(tmp_path / "tour")
     ok(cli(cfg, "db", "upgrade"))
@@ -264,22 +266,33 @@ async def test_users_and_tokens(site: Path) -> None:
             "--role",
             "editor",
             "--password-stdin",
-            stdin="s3cret-pass\n",
+            stdin="wang s3cret passphrase\n",
         )
     )
     assert "added wang (editor, password set)" in added.stdout
 
-    duplicate, short, first, second, zero = parallel(
+    duplicate, short, common, first, second, zero = parallel(
         lambda: cli(site, "user", "add", "wang", "--role", "reviewer"),
         lambda: cli(
             site, "user", "add", "zhou", "--role", "editor", "--password-stdin", stdin="short\n"
+        ),
+        lambda: cli(
+            site,
+            "user",
+            "add",
+            "zhou",
+            "--role",
+            "editor",
+            "--password-stdin",
+            stdin="woaini13145200\n",
         ),
         lambda: cli(site, "token", "create", "wang"),
         lambda: cli(site, "token", "create", "wang", "--expires", "30"),
         lambda: cli(site, "token", "create", "wang", "--expires", "0"),
     )
     one_line_error(duplicate, "'wang'", "already exists")
-    one_line_error(short, "password", "8")
+    one_line_error(short, "password", "at least 12 characters")
+    one_line_error(common, "password", "too easy to guess")
     assert zero.returncode == 2
     assert "--expires" in zero.stderr and "Traceback" not in zero.stderr
     token, expiring = ok(first).stdout.strip(), ok(second).stdout.strip()
@@ -289,7 +302,9 @@ async def test_users_and_tokens(site: Path) -> None:
     store = open_store(site)
     try:
         # the password came through stdin, and the tokens authenticate as wang
-        assert (await store.verify_password("wang", "s3cret-pass")).role.value == "editor"
+        assert (
+            await store.verify_password("wang", "wang s3cret passphrase")
+        ).role.value == "editor"
         assert (await store.authenticate_token(token)).name == "wang"
         assert (await store.authenticate_token(expiring)).name == "wang"
         async with store.read() as conn:

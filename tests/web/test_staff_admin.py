@@ -131,7 +131,8 @@ async def test_admin_adds_an_account_with_the_clis_rules(
     status, _, _ = await admin.post("/staff/admin/users/add", {"name": "bot", "role": "editor"})
     assert status == 303 and not (await store.get_user("bot")).has_password
     for data, code, words in (
-        ({"name": "erin", "role": "editor", "password": "short"}, 422, "8"),
+        ({"name": "erin", "role": "editor", "password": "short"}, 422, "12"),
+        ({"name": "erin", "role": "editor", "password": "woaini13145200"}, 422, "太容易"),
         ({"name": "erin", "role": "superuser", "password": PASSWORD}, 422, "角色"),
         ({"name": "two words", "role": "editor"}, 422, "空格"),
         ({"name": "system", "role": "editor"}, 422, "保留"),
@@ -204,7 +205,11 @@ async def test_password_reset(admin_ui: Any) -> None:
     status, html, _ = await admin.post(
         "/staff/admin/users/password", {"name": "alice", "password": "short"}
     )
-    assert status == 422 and "8" in html
+    assert status == 422 and "12" in html
+    status, html, _ = await admin.post(
+        "/staff/admin/users/password", {"name": "alice", "password": "qq1234567890"}
+    )
+    assert status == 422 and "太容易" in html
 
 
 async def test_lookup_shows_only_the_masked_address(

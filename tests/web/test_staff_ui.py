@@ -135,8 +135,14 @@ async def test_login_form_without_its_token_is_refused(ui: Any) -> None:
     assert b.session_cookie == ""
 
 
-async def test_wrong_password_then_lockout(config_factory: Any) -> None:
+async def test_wrong_password_then_lockout(config_factory: Any, caplog: Any) -> None:
+    # the old keys (ui.*) still work, with a deprecation line
     config = config_factory(UI__MAX_FAILED_LOGINS="3", UI__LOCKOUT_MINUTES="10")
+    assert config.security.login.max_failed_logins == 3
+    assert config.security.login.lockout_minutes == 10
+    assert "ui.max_failed_logins is deprecated, use security.login.max_failed_logins" in (
+        caplog.text
+    )
     async for client, store in _open(config):
         b = Browser(client)
         for _ in range(3):
@@ -147,24 +153,25 @@ async def test_wrong_password_then_lockout(config_factory: Any) -> None:
         assert b.session_cookie == ""
         sessions = Sessions(store)
         later = utcnow() + timedelta(minutes=11)
-        cookie, _session = await sessions.login("alice", PASSWORD, now=later)
+        cookie, _session = await sessions.login("alice", PASSWORD, network="127.0.0.1", now=later)
         assert cookie
         # a success clears the count
         async with store.read() as conn:
-            assert (await conn.execute(sa.select(t.login_failures))).all() == []
+            lt = t.login_throttle
+            assert (await conn.execute(sa.select(lt).where(lt.c.scope == "pair"))).all() == []
 
 
 async def test_lockout_counts_per_name_and_restarts_after_it_ends(sqlite_store: SqlStore) -> None:
     await _users(sqlite_store)
     sessions = Sessions(sqlite_store)
     now = utcnow()
-    for _ in range(sqlite_store.config.ui.max_failed_logins):
+    for _ in range(sqlite_store.config.security.login.max_failed_logins):
         with pytest.raises(LoginFailed):
             await sessions.login("bob", "nope", now=now)
     with pytest.raises(LockedOut):
         await sessions.login("bob", PASSWORD, now=now)
     await sessions.login("alice", PASSWORD, now=now)  # another name is not locked
-    after = now + timedelta(minutes=sqlite_store.config.ui.lockout_minutes, seconds=1)
+    after = now + timedelta(minutes=sqlite_store.config.security.login.lockout_minutes, seconds=1)
     with pytest.raises(LoginFailed):
         await sessions.login("bob", "nope", now=after)  # counts from 1 again, not locked
     await sessions.login("bob", PASSWORD, now=after)

@@ -15,7 +15,10 @@ import sqlalchemy as sa
 from aiohttp.test_utils import TestClient
 
 from publisher.config import Config
+from publisher.errors import NotFound
 from publisher.models import Role
+from publisher.passwords import hash_password
+from publisher.sessions import PASSWORD_CHANGE, Sessions
 from publisher.store import schema as t
 from publisher.store.sql import ItemQuery, SqlStore
 from publisher.totp import (
@@ -114,7 +117,10 @@ async def test_enrolment_with_a_qr_code_and_a_first_code(ui: Any) -> None:
     # the secret is sealed with the data key, the recovery codes kept only as hashes
     assert secret not in row.secret_sealed and row.confirmed_at is not None
     assert not {c.replace("-", "") for c in codes} & set(hashes)
-    assert [(a.action, a.actor, a.item_id) for a in audit] == [("totp_enrol", "alice", None)]
+    assert [(a.action, a.actor, a.item_id) for a in audit] == [
+        ("login", "alice", None),  # the password step (publisher.sessions)
+        ("totp_enrol", "alice", None),
+    ]
     status, html, _ = await b.get("/staff/totp")
     assert status == 200 and "两步验证已于" in html and "未使用的恢复码：10" in html
 
@@ -170,7 +176,9 @@ async def test_codes_one_step_either_side_are_accepted_two_are_not(ui: Any) -> N
 
 
 async def test_wrong_codes_lock_the_second_step(config_factory: Any) -> None:
-    config = config_factory(UI__MAX_FAILED_LOGINS="3", UI__LOCKOUT_MINUTES="10")
+    config = config_factory(
+        SECURITY__LOGIN__MAX_FAILED_LOGINS="3", SECURITY__LOGIN__LOCKOUT_MINUTES="10"
+    )
     async for client, store in _open(config):
         secret, _ = await enrol(Browser(client), "alice")
         alice = await store.get_user("alice")
@@ -204,7 +212,8 @@ async def test_a_recovery_code_works_once(ui: Any) -> None:
     assert status == 401
     async with store.read() as conn:
         actions = (await conn.execute(sa.select(t.audit_log.c.action))).scalars().all()
-    assert actions == ["totp_enrol", "totp_recovery"]
+    # the password steps are audited as "login" (publisher.sessions)
+    assert [a for a in actions if a.startswith("totp_")] == ["totp_enrol", "totp_recovery"]
 
 
 async def test_admin_reset_is_audited_and_ends_the_sessions(ui: Any) -> None:
@@ -266,6 +275,121 @@ async def test_require_totp_for_sends_the_role_to_enrolment(config_factory: Any)
         editor = await new_browser(client)
         async with editor.client:
             assert await password_step(editor, "alice") == (303, "/staff/")
+
+
+WEAK = "woaini1314"
+NEW_PASSWORD = "bamboo rain river 7"
+
+
+async def _weaken(store: SqlStore, name: str) -> None:
+    """A password set before the policy (straight into the table, as old data is)."""
+    async with store.write() as conn:
+        await conn.execute(
+            t.users.update().where(t.users.c.name == name).values(password_hash=hash_password(WEAK))
+        )
+
+
+async def _pending(store: SqlStore) -> list[str | None]:
+    async with store.read() as conn:
+        return list((await conn.execute(sa.select(t.staff_sessions.c.pending))).scalars())
+
+
+async def _login_weak(b: Browser) -> tuple[int, str]:
+    status, html, _ = await b.get("/staff/login")
+    token = CSRF.search(html)
+    assert status == 200 and token
+    status, _, headers = await b.post(
+        "/staff/login", {"username": "alice", "password": WEAK, "csrf_token": token[1]}
+    )
+    return status, headers.get("Location", "")
+
+
+async def _change_password(b: Browser) -> None:
+    await csrf_of(b, "/staff/password")
+    status, _, headers = await b.post(
+        "/staff/password", {"current": WEAK, "password": NEW_PASSWORD, "repeat": NEW_PASSWORD}
+    )
+    assert status == 303 and headers["Location"].startswith("/staff/")
+    assert (await b.get("/staff/"))[0] == 200
+
+
+async def test_the_second_factor_comes_before_a_forced_password_change(ui: Any) -> None:
+    """One chain of log-in steps: the TOTP code right after the password, then the
+    password change; each step's page alone opens, the code rotates the session."""
+    client, store = ui
+    b = Browser(client)
+    secret, _ = await enrol(b, "alice")
+    await csrf_of(b, "/staff/")
+    await b.post("/staff/logout")
+    await _weaken(store, "alice")
+    assert await _login_weak(b) == (303, "/staff/login/code?next=/staff/")
+    assert await _pending(store) == [f"totp,{PASSWORD_CHANGE}"]
+    # the password page is not the first step: it does not open before the code
+    for path in ("/staff/", "/staff/password", "/staff/items/new"):
+        status, _, headers = await b.get(path)
+        assert (status, headers["Location"]) == (303, "/staff/login/code"), path
+    half = b.session_cookie
+    csrf = await csrf_of(b, "/staff/login/code")
+    status, _, headers = await b.post(
+        "/staff/password",
+        {"csrf_token": csrf, "current": WEAK, "password": NEW_PASSWORD, "repeat": NEW_PASSWORD},
+    )
+    assert (status, headers["Location"]) == (303, "/staff/login/code")
+    status, html, headers = await b.post(
+        "/staff/login/code", {"code": code_at(secret, now_step() + 1), "next": "/staff/"}
+    )
+    assert (status, headers["Location"]) == (303, "/staff/password"), html
+    # a new id (and CSRF token) for the session, which now owes the password change only
+    assert b.session_cookie and b.session_cookie != half
+    assert await _pending(store) == [PASSWORD_CHANGE]
+    for path in ("/staff/", "/staff/login/code", "/staff/totp"):
+        status, _, headers = await b.get(path)
+        assert (status, headers["Location"]) == (303, "/staff/password"), path
+    new_csrf = await csrf_of(b, "/staff/password")
+    assert new_csrf != csrf
+    await _change_password(b)
+    assert await _pending(store) == [None]
+    await store.verify_password("alice", NEW_PASSWORD)
+
+
+async def test_a_required_enrolment_comes_before_a_forced_password_change(
+    config_factory: Any,
+) -> None:
+    config = config_factory(SECURITY__LOGIN__REQUIRE_TOTP_FOR="editor")
+    async for client, store in _open(config):
+        b = Browser(client)
+        await _weaken(store, "alice")
+        assert await _login_weak(b) == (303, "/staff/totp?next=/staff/")
+        assert await _pending(store) == [f"enrol,{PASSWORD_CHANGE}"]
+        status, _, headers = await b.get("/staff/password")
+        assert (status, headers["Location"]) == (303, "/staff/totp")
+        await csrf_of(b, "/staff/totp")
+        status, html, _ = await b.get("/staff/totp")
+        secret = SECRET.search(html)[1].replace(" ", "")  # type: ignore[index]
+        half = b.session_cookie
+        status, html, _ = await b.post(
+            "/staff/totp/confirm", {"code": code_at(secret, now_step()), "next": "/staff/"}
+        )
+        assert status == 200 and len(RECOVERY.findall(html)) == 10
+        assert 'href="/staff/password"' in html  # the next step, not the staff pages
+        assert b.session_cookie != half
+        assert await _pending(store) == [PASSWORD_CHANGE]
+        status, _, headers = await b.get("/staff/")
+        assert (status, headers["Location"]) == (303, "/staff/password")
+        await _change_password(b)
+
+
+async def test_advance_settles_only_the_first_step_once(ui: Any) -> None:
+    _client, store = ui
+    sessions = Sessions(store)
+    alice = await store.get_user("alice")
+    _, session = await sessions.open(alice, pending=("totp", PASSWORD_CHANGE))
+    with pytest.raises(NotFound):  # not the first step
+        await sessions.advance(session, PASSWORD_CHANGE)
+    await sessions.advance(session, "totp")
+    with pytest.raises(NotFound):  # the same step again (a racing request): refused
+        await sessions.advance(session, "totp")
+    assert await _pending(store) == [PASSWORD_CHANGE]
 
 
 async def test_a_half_logged_in_session_opens_no_staff_page_and_no_api(ui: Any) -> None:

@@ -2,7 +2,7 @@
 
 /staff/admin/users lists the accounts (never a password hash or a token), adds one and
 changes a role with the CLI's rules (`publisher user add` / `user role`: a known role, a
-password of at least 8 characters or none, the store's rules for names; a new role ends
+password the policy accepts (security.login) or none, the store's rules for names; a new role ends
 the user's sessions), disables one (its sessions and tokens end at once) and sets a new
 password (which ends its sessions), and resets an account's two-step verification
 (TOTP, publisher.totp: its secret and recovery codes go and its sessions end; the
@@ -26,10 +26,11 @@ from aiohttp import web
 from publisher.addresses import mask
 from publisher.errors import ConfigError, Conflict, Forbidden, NotFound, ValidationFailed
 from publisher.models import Role
+from publisher.passwords import PasswordProblem
 from publisher.policy import Do, may
 from publisher.recipients import Recipient, Recipients, RecipientStatus
 from publisher.store import schema as t
-from publisher.web.keys import STORE
+from publisher.web.keys import CONFIG, STORE
 from publisher.web.problems import read_form
 from publisher.web.ui import views, wording
 from publisher.web.ui.compose import _staff
@@ -84,6 +85,7 @@ async def _users_page(
         status=status,
         error=error,
         notice=notice,
+        min_length=request.app[CONFIG].security.login.min_password_length,
         rows=[
             {
                 "name": u.name,
@@ -144,10 +146,9 @@ async def set_password(request: web.Request) -> web.StreamResponse:
     form = await read_form(request)
     name = _field(form, "name", 64).strip()
     password = _field(form, "password")
-    if len(password) < 8:
-        return await _users_page(
-            request, error=_("The new password must have at least 8 characters."), status=422
-        )
+    found = await request.app[STORE].password_problems(name, password)
+    if found:
+        return await _users_page(request, error=_password_problem(request, found), status=422)
     try:
         await request.app[STORE].set_password(name, password)
     except NotFound:
@@ -156,6 +157,15 @@ async def set_password(request: web.Request) -> web.StreamResponse:
         return await _users_page(request, error=wording.core_message(_, exc.detail), status=422)
     log.info("password of user %r set by %r", name, current_session(request).user.name)
     raise web.HTTPSeeOther(f"{_staff(request)}/admin/users?password=1")
+
+
+def _password_problem(request: web.Request, found: list[PasswordProblem]) -> str:
+    """The policy's first complaint about a password (security.login), in words."""
+    return wording.password_problem(
+        gettext_for(request).gettext,
+        found[0].code,
+        request.app[CONFIG].security.login.min_password_length,
+    )
 
 
 def _role(form: Any) -> Role | None:
@@ -180,8 +190,8 @@ async def add_user(request: web.Request) -> web.StreamResponse:
         error = _("Enter a user name.")
     elif role is None:
         error = _("Choose a role.")
-    elif password and len(password) < 8:
-        error = _("The new password must have at least 8 characters.")
+    elif password and (found := await request.app[STORE].password_problems(name, password)):
+        error = _password_problem(request, found)
     if error is not None or role is None:
         return await _users_page(request, error=error, status=422, new_user=typed)
     try:

@@ -7,13 +7,15 @@ from datetime import datetime
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from publisher.errors import Busy, ValidationFailed
 from publisher.models import ItemStatus
 from publisher.policy import Do, may
-from publisher.sessions import LockedOut, LoginFailed
+from publisher.sessions import PASSWORD_CHANGE, LockedOut, LoginFailed, client_network
 from publisher.store.sql import ItemQuery
 from publisher.subscriptions import code_ceiling
 from publisher.web.keys import CONFIG, STORE
-from publisher.web.ui import views
+from publisher.web.public import url_prefix
+from publisher.web.ui import views, wording
 from publisher.web.ui.render import STATIC_DIR, gettext_for, new_token, render
 from publisher.web.ui.session import (
     COOKIE,
@@ -23,6 +25,7 @@ from publisher.web.ui.session import (
     clear_cookie,
     current_session,
     login_url,
+    pending_url,
     safe_next,
     see_other,
     set_cookie,
@@ -79,21 +82,110 @@ async def login(request: web.Request) -> web.StreamResponse:
         return _login_form(
             request, error=_("Enter your user name and password."), status=400, name=name
         )
+    sessions = request.app[SESSIONS]
     try:
-        session_id, session = await request.app[SESSIONS].login(name, password)
+        # the password step; the further steps (a second factor, a password change) are
+        # kept on the session as pending, and the staff gate leads there first
+        step = await sessions.check_password(name, password, network=client_network(request.remote))
     except LockedOut as exc:
-        until = exc.until.astimezone(request.app[CONFIG].site.tz).strftime("%H:%M")
-        return _login_form(
-            request,
-            error=_("Too many failed logins: this account is locked until %(time)s.")
-            % {"time": until},
-            status=429,
-            name=name,
-        )
+        until = exc.until.astimezone(request.app[CONFIG].site.tz).strftime("%H:%M:%S")
+        if exc.scope == "account":
+            error = _("Too many failed logins for this account: it can be tried again at %(time)s.")
+        elif exc.scope == "network":
+            error = _("Too many failed logins from your network: try again after %(time)s.")
+        else:
+            error = _("Too many failed logins: this account is locked until %(time)s.")
+        return _login_form(request, error=error % {"time": until}, status=429, name=name)
     except LoginFailed:
         return _login_form(request, error=_("Wrong user name or password."), status=401, name=name)
-    # the rest (a TOTP code or enrolment still owed?) is publisher.web.ui.totp_pages
-    return await after_password(request, session_id, session, field.get("next"))
+    except Busy:
+        return _login_form(
+            request,
+            error=_("The server is busy: please try again in a moment."),
+            status=503,
+            name=name,
+        )
+    # the rest (a TOTP code or enrolment still owed? a password change?) is
+    # publisher.web.ui.totp_pages.after_password
+    return await after_password(request, step, field.get("next"))
+
+
+def password_problem_text(request: web.Request, code: str) -> str:
+    """A password policy complaint (publisher.passwords) in the UI's language."""
+    return wording.password_problem(
+        gettext_for(request).gettext, code, request.app[CONFIG].security.login.min_password_length
+    )
+
+
+def _password_form(
+    request: web.Request, *, error: str | None = None, status: int = 200
+) -> web.Response:
+    session = current_session(request, step=PASSWORD_CHANGE)
+    return render(
+        request,
+        "password.html",
+        status=status,
+        error=error,
+        forced=PASSWORD_CHANGE in session.pending,
+        min_length=request.app[CONFIG].security.login.min_password_length,
+    )
+
+
+@routes.get("/staff/password")
+async def password_page(request: web.Request) -> web.Response:
+    """Set a new password: asked for by the log-in when the password is weak or too old,
+    or chosen by the user."""
+    return _password_form(request)
+
+
+@routes.post("/staff/password")
+async def change_password(request: web.Request) -> web.StreamResponse:
+    _ = gettext_for(request).gettext
+    session = current_session(request, step=PASSWORD_CHANGE)
+    store = request.app[STORE]
+    form = await request.post()
+    field = {k: v[:MAX_FIELD] for k, v in form.items() if isinstance(v, str)}
+    current, new = field.get("current", ""), field.get("password", "")
+    if new != field.get("repeat", ""):
+        return _password_form(request, error=_("The two new passwords differ."), status=422)
+    if new == current:
+        return _password_form(
+            request, error=_("The new password must differ from the current one."), status=422
+        )
+    try:
+        # the current password is asked again, so an unattended session cannot change it;
+        # the try is counted like a log-in (no guessing through this page)
+        await request.app[SESSIONS].check_password(
+            session.user.name, current, network=client_network(request.remote), action="reauth"
+        )
+    except Busy:
+        return _password_form(
+            request, error=_("The server is busy: please try again in a moment."), status=503
+        )
+    except LockedOut as exc:
+        until = exc.until.astimezone(request.app[CONFIG].site.tz).strftime("%H:%M:%S")
+        error = _("Too many failed logins: this account is locked until %(time)s.")
+        return _password_form(request, error=error % {"time": until}, status=429)
+    except LoginFailed:
+        return _password_form(request, error=_("The current password is wrong."), status=422)
+    found = await store.password_problems(session.user.name, new)
+    if found:
+        return _password_form(
+            request, error=password_problem_text(request, found[0].code), status=422
+        )
+    try:
+        await store.set_password(session.user.name, new)  # ends every session, this one too
+    except ValidationFailed as exc:
+        codes = exc.extra.get("codes") or ["weak"]
+        return _password_form(request, error=password_problem_text(request, codes[0]), status=422)
+    sessions = request.app[SESSIONS]
+    user = await store.get_user(session.user.name)
+    rest = tuple(p for p in session.pending if p != PASSWORD_CHANGE)
+    session_id, fresh = await sessions.open(user, pending=rest)
+    target = pending_url(request, fresh.pending[0]) if fresh.pending else None
+    resp = see_other(target or (url_prefix(request.app[CONFIG]) + "/staff/?password=1"))
+    set_cookie(resp, request, COOKIE, session_id)
+    return resp
 
 
 @routes.post("/staff/logout")

@@ -72,7 +72,7 @@ def render(
     **context: Any,
 ) -> web.Response:
     """A staff page from templates/staff/<template>, with the site and session in context."""
-    from publisher.web.ui.session import SESSION_KEY
+    from publisher.web.ui.session import SESSION_KEY, owes_second_factor
 
     config = request.app[CONFIG]
     session = request.get(SESSION_KEY)
@@ -86,7 +86,7 @@ def render(
             prefix=prefix,
             staff=prefix + "/staff",
             # a half-logged-in session shows no menu (its pages would not open)
-            user=session.user if session is not None and session.pending is None else None,
+            user=session.user if session is not None and not owes_second_factor(session) else None,
             csrf_token=session.csrf_token if session is not None else "",
             path=request.path,
             **context,

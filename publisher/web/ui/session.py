@@ -5,10 +5,13 @@ the session cookie instead, and never accept a bearer token. A page asked for wi
 a live session redirects to the login form (303); a POST whose `csrf_token` field (or
 X-CSRF-Token header, for the preview script) is not the session's is refused with 403.
 
-A half-logged-in session (the password was right, a TOTP code or enrolment is still
-owed: publisher.totp) opens only the page that settles it, and logout; every other
-staff page redirects there and runs nothing. It never sets the request's user, and the
-API does not read the cookie at all.
+A log-in is a chain of steps (publisher.sessions): a session with steps pending opens
+only the page of its first step, and logout; every other staff page redirects there and
+runs nothing. The steps come in this order: the second factor right after the password
+("totp": a TOTP code, or "enrol": a TOTP enrolment the role requires; publisher.totp),
+then "password_change" (a weak or expired password). A session that still owes its
+second factor is half-logged-in: it lasts at most PENDING_MINUTES and never sets the
+request's user. The API does not read the cookie at all.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from urllib.parse import quote, urlsplit
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from publisher.sessions import Sessions, StaffSession
+from publisher.sessions import PASSWORD_CHANGE, Sessions, StaffSession
 from publisher.store.sql import utcnow
 from publisher.tokens import token_present_and_same
 from publisher.totp import PENDING_CODE, PENDING_ENROL, PENDING_MINUTES, Totp
@@ -44,7 +47,9 @@ SESSION_KEY: Any = (
 SESSIONS = web.AppKey("sessions", Sessions)
 TOTP = web.AppKey("totp", Totp)
 
-#: (method, route) a half-logged-in session may reach, by what it owes; and its page
+#: the log-in steps that are the second factor: a session owing one is half-logged-in
+SECOND_FACTOR_STEPS = frozenset({PENDING_CODE, PENDING_ENROL})
+#: (method, route) a session with log-in steps pending may reach, by its first step
 PENDING_ROUTES: dict[str, frozenset[tuple[str, str]]] = {
     PENDING_CODE: frozenset(
         {("GET", "/staff/login/code"), ("POST", "/staff/login/code"), ("POST", "/staff/logout")}
@@ -52,8 +57,12 @@ PENDING_ROUTES: dict[str, frozenset[tuple[str, str]]] = {
     PENDING_ENROL: frozenset(
         {("GET", "/staff/totp"), ("POST", "/staff/totp/confirm"), ("POST", "/staff/logout")}
     ),
+    PASSWORD_CHANGE: frozenset(
+        {("GET", "/staff/password"), ("POST", "/staff/password"), ("POST", "/staff/logout")}
+    ),
 }
-PENDING_PAGES = {PENDING_CODE: "/login/code", PENDING_ENROL: "/totp"}
+#: the page of each log-in step that may be left pending (under /staff)
+STEP_PAGES = {PENDING_CODE: "/login/code", PENDING_ENROL: "/totp", PASSWORD_CHANGE: "/password"}
 
 
 def see_other(location: str) -> web.Response:
@@ -96,6 +105,16 @@ def clear_cookie(resp: web.StreamResponse, request: web.Request, name: str) -> N
 def login_url(request: web.Request, *, next_url: str | None = None) -> str:
     url = url_prefix(request.app[CONFIG]) + STAFF_PREFIX + "/login"
     return url + (f"?next={quote(next_url, safe='/')}" if next_url else "")
+
+
+def pending_url(request: web.Request, step: str) -> str:
+    """The page where a pending log-in step is done."""
+    return url_prefix(request.app[CONFIG]) + STAFF_PREFIX + STEP_PAGES[step]
+
+
+def owes_second_factor(session: StaffSession) -> bool:
+    """Whether the session still owes its second factor (is half-logged-in)."""
+    return any(step in SECOND_FACTOR_STEPS for step in session.pending)
 
 
 def safe_next(request: web.Request, value: str | None) -> str:
@@ -154,7 +173,7 @@ async def staff_gate(request: web.Request, handler: Handler) -> web.StreamRespon
         if cookie:  # a dead cookie is cleared
             clear_cookie(resp, request, COOKIE)
         return resp
-    if session.pending is not None:
+    if session.pending:
         return await pending_gate(request, handler, session, cookie or "")
     if request.method not in SAFE_METHODS and not tokens_match(
         await submitted_token(request), session.csrf_token
@@ -169,9 +188,19 @@ async def staff_gate(request: web.Request, handler: Handler) -> web.StreamRespon
 async def pending_gate(
     request: web.Request, handler: Handler, session: StaffSession, cookie: str
 ) -> web.StreamResponse:
-    """A half-logged-in session: only the page that settles it (with its CSRF token)."""
-    allowed = PENDING_ROUTES.get(session.pending or "", frozenset())
-    if not allowed or session.created_at <= utcnow() - timedelta(minutes=PENDING_MINUTES):
+    """A session with log-in steps pending: only the page of its first step (with its
+    CSRF token), and logout. One still owing its second factor expires after
+    PENDING_MINUTES and never sets the request's user."""
+    step = session.pending[0]
+    allowed = PENDING_ROUTES.get(step, frozenset())
+    half = owes_second_factor(session)
+    # the second factor comes first: a session owing it behind another step is not one
+    # this code made, and an unknown step cannot be settled
+    if (
+        not allowed
+        or (half and step not in SECOND_FACTOR_STEPS)
+        or (half and session.created_at <= utcnow() - timedelta(minutes=PENDING_MINUTES))
+    ):
         await request.app[SESSIONS].end(cookie)
         resp = see_other(login_url(request))
         clear_cookie(resp, request, COOKIE)
@@ -179,27 +208,31 @@ async def pending_gate(
     resource = request.match_info.route.resource
     method = "GET" if request.method == "HEAD" else request.method
     if resource is None or (method, resource.canonical) not in allowed:
-        page = PENDING_PAGES[session.pending or ""]
-        return see_other(url_prefix(request.app[CONFIG]) + STAFF_PREFIX + page)
+        return see_other(pending_url(request, step))
     request[SESSION_KEY] = session
     if request.method not in SAFE_METHODS and not tokens_match(
         await submitted_token(request), session.csrf_token
     ):
         return await csrf_refused(request)
+    if not half:  # the password and the second factor are done: the user is known
+        request[USER_KEY] = session.user
     return await handler(request)
 
 
-def current_session(request: web.Request) -> StaffSession:
-    """The full session of a staff page (never a half-logged-in one)."""
+def current_session(request: web.Request, *, step: str | None = None) -> StaffSession:
+    """The full session of a staff page; with `step`, of the page of that log-in step,
+    which a session whose first pending step it is may also reach."""
     session = request.get(SESSION_KEY)
     assert isinstance(session, StaffSession), "staff page reached without a session"
-    if session.pending is not None:  # not an assert: this must hold under python -O too
-        raise RuntimeError("staff page reached by a half-logged-in session")
+    # not an assert: this must hold under python -O too
+    if session.pending and (step is None or session.pending[0] != step):
+        raise RuntimeError("staff page reached by a session with log-in steps pending")
     return session
 
 
 def any_session(request: web.Request) -> StaffSession:
-    """The session of a page a half-logged-in session may reach (the TOTP pages)."""
+    """The session of a page a session with log-in steps pending may reach (the TOTP
+    pages; the staff gate lets it reach only the page of its first step)."""
     session = request.get(SESSION_KEY)
     assert isinstance(session, StaffSession), "staff page reached without a session"
     return session

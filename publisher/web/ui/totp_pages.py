@@ -1,11 +1,14 @@
 """Two-step verification (两步验证, issue 16): the code step of the login and the page
 where a member of staff sets up TOTP (publisher.totp).
 
-After a right password, `after_password` decides where the browser goes: the staff
-pages, the code page (/staff/login/code) for a user with TOTP, or the enrolment page
-(/staff/totp) for a user whose role requires TOTP and who has none. Until then the
-session is half-logged-in (publisher.web.ui.session.pending_gate); a right code (or
-recovery code) or a finished enrolment gives it a new id and makes it a full session.
+After a right password, `after_password` opens the session with the log-in steps still
+to do (publisher.sessions), the second factor first, and sends the browser to the first
+one's page: the code page (/staff/login/code) for a user with TOTP, the enrolment page
+(/staff/totp) for a user whose role requires TOTP and who has none, the password page
+for a forced password change, or else the staff pages. Until the second factor is done
+the session is half-logged-in (publisher.web.ui.session.pending_gate); a right code (or
+recovery code) or a finished enrolment settles that step and gives the session a new id
+and CSRF token (Sessions.advance).
 The QR code is inline SVG made on the server: no script, no external image.
 """
 
@@ -19,7 +22,7 @@ from aiohttp import web
 from markupsafe import Markup
 
 from publisher.errors import Conflict, NotFound
-from publisher.sessions import StaffSession
+from publisher.sessions import PasswordStep
 from publisher.totp import PENDING_CODE, PENDING_ENROL, CodeLocked, CodeRefused, otpauth_uri, qr_svg
 from publisher.web.keys import CONFIG
 from publisher.web.problems import read_form
@@ -29,12 +32,14 @@ from publisher.web.ui.render import gettext_for, render
 from publisher.web.ui.session import (
     COOKIE,
     LOGIN_COOKIE,
+    SECOND_FACTOR_STEPS,
     SESSIONS,
     STAFF_PREFIX,
     TOTP,
     any_session,
     clear_cookie,
     login_url,
+    pending_url,
     safe_next,
     see_other,
     set_cookie,
@@ -56,22 +61,20 @@ def _field(form: Any, name: str, limit: int = MAX_CODE) -> str:
 
 
 async def after_password(
-    request: web.Request, session_id: str, session: StaffSession, next_value: str | None
+    request: web.Request, step: PasswordStep, next_value: str | None
 ) -> web.StreamResponse:
-    """The answer to a right password: where to go, with the new session's cookie. A
-    session that owes a second factor is marked so before its cookie leaves."""
-    try:
-        stage = await request.app[TOTP].begin(session)
-    except BaseException:
-        await request.app[SESSIONS].end(session_id)
-        raise
+    """The answer to a right password: a new session whose pending steps are the second
+    factor (if owed) and then what the password step left (a password change), written
+    with the session, before its cookie leaves; and where to go first."""
+    pending = await request.app[TOTP].steps_after_password(step.user) + step.pending
+    session_id, session = await request.app[SESSIONS].open(step.user, pending=pending)
     target = safe_next(request, next_value)
-    if stage == PENDING_CODE:
-        location = f"{_staff(request)}/login/code?next={quote(target, safe='/')}"
-    elif stage == PENDING_ENROL:
-        location = f"{_staff(request)}/totp?next={quote(target, safe='/')}"
-    else:
+    if not session.pending:
         location = target
+    elif session.pending[0] in SECOND_FACTOR_STEPS:
+        location = f"{pending_url(request, session.pending[0])}?next={quote(target, safe='/')}"
+    else:
+        location = pending_url(request, session.pending[0])
     resp = see_other(location)
     set_cookie(resp, request, COOKIE, session_id)
     clear_cookie(resp, request, LOGIN_COOKIE)
@@ -95,7 +98,7 @@ def _code_form(
 
 @routes.get("/staff/login/code")
 async def code_page(request: web.Request) -> web.StreamResponse:
-    if any_session(request).pending != PENDING_CODE:
+    if any_session(request).pending[:1] != (PENDING_CODE,):
         return see_other(_staff(request) + "/")
     return _code_form(request)
 
@@ -104,7 +107,7 @@ async def code_page(request: web.Request) -> web.StreamResponse:
 async def code_submit(request: web.Request) -> web.StreamResponse:
     _ = gettext_for(request).gettext
     session = any_session(request)
-    if session.pending != PENDING_CODE:
+    if session.pending[:1] != (PENDING_CODE,):
         return see_other(_staff(request) + "/")
     form = await read_form(request)
     next_url = safe_next(request, _field(form, "next", 1024))
@@ -133,13 +136,14 @@ async def code_submit(request: web.Request) -> web.StreamResponse:
             next_url=next_url,
         )
     try:
-        new_id = await totp.promote(request.cookies.get(COOKIE, ""))
+        new_id = await request.app[SESSIONS].advance(session, PENDING_CODE)
     except NotFound:
         return see_other(login_url(request))
     if kind == "recovery":
         log.info("user %r logged in with a recovery code", session.user.name)
         next_url = _staff(request) + "/totp?recovered=1"
-    resp = see_other(next_url)
+    rest = session.pending[1:]
+    resp = see_other(pending_url(request, rest[0]) if rest else next_url)
     set_cookie(resp, request, COOKIE, new_id)
     return resp
 
@@ -158,7 +162,7 @@ async def _totp_page(
         "error": error,
         "notice": None,
         "enrolled": state.enrolled,
-        "required": session.pending == PENDING_ENROL,
+        "required": session.pending[:1] == (PENDING_ENROL,),
         "next_url": safe_next(request, request.query.get("next")),
     }
     if state.enrolled:
@@ -202,11 +206,13 @@ async def confirm(request: web.Request) -> web.StreamResponse:
     log.info("user %r turned on two-step verification", session.user.name)
     next_url = safe_next(request, _field(form, "next", 1024))
     new_id = None
-    if session.pending is not None:  # a required enrolment: the session is now full
+    if session.pending[:1] == (PENDING_ENROL,):  # a required enrolment: that step is done
         try:
-            new_id = await request.app[TOTP].promote(request.cookies.get(COOKIE, ""))
+            new_id = await request.app[SESSIONS].advance(session, PENDING_ENROL)
         except NotFound:
             return see_other(login_url(request))
+        if session.pending[1:]:  # then the next step (a password change)
+            next_url = pending_url(request, session.pending[1])
     resp = render(request, "totp_codes.html", codes=codes, next_url=next_url)
     if new_id is not None:
         set_cookie(resp, request, COOKIE, new_id)

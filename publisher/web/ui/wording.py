@@ -23,6 +23,7 @@ __all__ = [
     "actor_label",
     "core_message",
     "field_label",
+    "password_problem",
     "pydantic_message",
     "size_text",
 ]
@@ -50,6 +51,11 @@ ACTION_LABELS: Mapping[str, str] = {
     "publish": N_("Publication"),
     "expire": N_("Expiry"),
     "withdraw": N_("Withdrawal"),
+    "login": N_("Logged in"),
+    "login_failed": N_("Failed log-in"),
+    "reauth": N_("Password confirmed"),
+    "login_locked": N_("Log-ins locked"),
+    "login_throttled": N_("Log-ins slowed down"),
 }
 #: actors that are not people
 ACTOR_LABELS: Mapping[str, str] = {"system": N_("System"), "cli": N_("Command line")}
@@ -151,7 +157,15 @@ CORE_MESSAGES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
             r"correction_note: only for edits of a published item",
             N_("Correction note: only for a correction of a published item"),
         ),
-        (r"password: at least 8 characters", N_("Password: at least 8 characters")),
+        (
+            r"password: at least (?P<value>\d+) characters",
+            N_("Password: at least %(value)s characters"),
+        ),
+        (r"password: a well-known password", N_("Password: a well-known password")),
+        (
+            r"password: too easy to guess .*",
+            N_("Password: too easy to guess; use a longer phrase of several unrelated words"),
+        ),
         (
             r"reason: a rejection needs a reason the author can act on",
             N_("Give a reason for the rejection."),
@@ -253,6 +267,19 @@ def size_text(size: int) -> str:
                 else (f"{value:.1f} {unit}")
             )
     return f"{size} B"
+
+
+def password_problem(gettext: Translate, code: str, min_length: int) -> str:
+    """A password policy complaint (publisher.passwords, by its code) in the UI's language."""
+    if code == "too_short":
+        return gettext("The new password must have at least %(n)d characters.") % {"n": min_length}
+    if code == "too_long":
+        return gettext("The new password is too long.")
+    if code == "common":
+        return gettext("This password is one of the most common passwords: choose another.")
+    return gettext(
+        "This password is too easy to guess: use a longer phrase of several unrelated words."
+    )
 
 
 def core_message(gettext: Translate, detail: str) -> str:

@@ -7,7 +7,7 @@ as `secret_sealed`. Rows already sealed are left alone, so running it twice is h
 Downgrading opens them again (it needs the same data key).
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 Create Date: 2026-12-03 19:30:00.000000
 """
 
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import context, op
 
 revision = '0015'
-down_revision = '0013'
+down_revision = '0014'
 branch_labels = None
 depends_on = None
 
