@@ -31,6 +31,10 @@ SUBSCRIBER_CHANNELS = frozenset({"sms", "email"})
 #: is told, boards get a take-down
 RETRACTING_CHANNELS = frozenset({"portal", "rss", "board"})
 RETRACT_EVENTS = frozenset({EventKind.WITHDRAWN, EventKind.EXPIRED})
+#: channels whose every attempt rebuilds its target from the store (a feed lists every
+#: live item of its category, whichever item's pass wrote it): an item may be in a feed
+#: its own rows never reached, so a take-down goes to every feed that could hold it
+REBUILT_CHANNELS = frozenset({"rss"})
 #: events whose rows put the item out (deliveries.publishes)
 PUBLISH_EVENTS = frozenset({EventKind.PUBLISHED, EventKind.CORRECTED})
 
@@ -121,6 +125,9 @@ class FanOut:
                 if channel not in RETRACTING_CHANNELS:
                     continue
                 targets = await self.ledger.delivered_targets(event.item_id, channel)
+                if channel in REBUILT_CHANNELS:
+                    async for batch in self._targets(channel, category):
+                        targets = sorted(set(targets) | set(batch))
                 queued += await self.ledger.insert_rows(
                     subject, channel, targets, item_id=event.item_id,
                     priority=priority, bypass_quiet=True,
