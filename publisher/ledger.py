@@ -200,13 +200,24 @@ class Ledger:
             )
 
     async def cancel_open(self, item_id: str, *, except_subject: str, reason: str) -> int:
-        """Skip what has not gone out for an item (withdrawal); returns how many rows."""
-        return await self._bulk_move(
-            sa.and_(
-                t.deliveries.c.item_id == item_id,
-                t.deliveries.c.subject != except_subject,
-                t.deliveries.c.state.in_([s.value for s in OPEN]),
-            ),
+        """Skip what has not gone out for an item (withdrawal); returns how many rows.
+
+        A row whose last attempt a crash cut off (`interrupted`) may have gone out: it ends
+        `unknown`, so that its target is among those the take-down reaches."""
+        d = t.deliveries
+        waiting = sa.and_(
+            d.c.item_id == item_id,
+            d.c.subject != except_subject,
+            d.c.state.in_([s.value for s in OPEN]),
+        )
+        cut_off = await self._bulk_move(
+            sa.and_(waiting, d.c.reason == INTERRUPTED),
+            DeliveryState.UNKNOWN,
+            reason=INTERRUPTED,
+            detail=f"{reason}; the attempt a crash cut off may have arrived",
+        )
+        return cut_off + await self._bulk_move(
+            sa.and_(waiting, sa.or_(d.c.reason.is_(None), d.c.reason != INTERRUPTED)),
             DeliveryState.SKIPPED,
             reason=reason,
         )

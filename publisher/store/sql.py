@@ -1296,7 +1296,7 @@ class SqlStore:
             t.item_events.c.item_id == item_id,
             t.item_events.c.kind.in_([EventKind.PUBLISHED, EventKind.CORRECTED]),
         )
-        select = sa.select(d.c.id, d.c.state).where(
+        select = sa.select(d.c.id, d.c.state, d.c.reason).where(
             d.c.item_id == item_id,
             d.c.state.in_(["queued", "retrying", "deferred"]),
             d.c.subject.in_(subjects.scalar_subquery()),
@@ -1306,11 +1306,23 @@ class SqlStore:
         rows = (await conn.execute(select)).all()
         for i in range(0, len(rows), 500):
             chunk = rows[i : i + 500]
-            await conn.execute(
-                d.update()
-                .where(d.c.id.in_([r.id for r in chunk]))
-                .values(state="skipped", reason=reason, claimed_by=None, updated_at=now)
-            )
+            # a row whose last attempt a crash cut off may have gone out: `unknown`, so the
+            # take-down reaches its target (publisher.ledger.Ledger.delivered_targets)
+            for cut_off, ids in (
+                (True, [r.id for r in chunk if r.reason == "interrupted"]),
+                (False, [r.id for r in chunk if r.reason != "interrupted"]),
+            ):
+                if ids:
+                    await conn.execute(
+                        d.update()
+                        .where(d.c.id.in_(ids))
+                        .values(
+                            state="unknown" if cut_off else "skipped",
+                            reason="interrupted" if cut_off else reason,
+                            claimed_by=None,
+                            updated_at=now,
+                        )
+                    )
             await conn.execute(
                 t.delivery_events.insert(),
                 [
@@ -1318,7 +1330,7 @@ class SqlStore:
                         "delivery_id": r.id,
                         "at": now,
                         "from_state": r.state,
-                        "to_state": "skipped",
+                        "to_state": "unknown" if r.reason == "interrupted" else "skipped",
                         "detail": reason,
                     }
                     for r in chunk

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -13,6 +14,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from publisher.config import Config
+from publisher.fanout import FanOut
+from publisher.ledger import Ledger
 from publisher.models import Action
 from publisher.store import schema as t
 from publisher.store.sql import SqlStore
@@ -140,3 +143,24 @@ async def test_an_endpoint_in_flight_at_the_withdrawal_gets_its_retraction(
 
 async def _has(server: HoldingPortal, path: str, kind: str) -> bool:
     return kind in server.types(path)
+
+
+async def test_a_publication_a_crash_cut_off_is_taken_down_too(store: SqlStore) -> None:
+    """The worker died with the push out (it may have arrived); the item is withdrawn before
+    recovery requeues it. Nobody can know whether the city has it: the row ends `unknown`
+    (never `skipped`, never sent again) and the endpoint gets the withdrawal."""
+    ledger = Ledger(store)
+    fanout = FanOut(store, ledger)
+    await fanout.ensure_endpoints()
+    item = await publish(store, await portal_item(store))
+    await fanout.plan_pending()
+    claimed = await ledger.cycle("dead-worker", [], "portal", 10, retracts=True)
+    assert len(claimed) == 2  # city and county; the worker dies with both pushes out
+    assert await ledger.recover(timedelta(0), {"portal": True}) == {"requeued": 2, "unknown": 0}
+    await store.transition(item.id, Action.WITHDRAW, actor=REVIEWER, reason="撤回")
+    await fanout.plan_pending()
+    rows = await ledger_rows(store, item.id, "portal")
+    published = {r.target: r for r in rows if r.subject == "event:1"}
+    assert {(r.state, r.reason) for r in published.values()} == {("unknown", "interrupted")}
+    retractions = {r.target for r in rows if r.subject != "event:1"}
+    assert retractions == set(published)  # each endpoint that may have it is told
