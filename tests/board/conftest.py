@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from publisher.config import Config
-from tests.conftest import IN_CI, SAMPLE
+from tests.conftest import SAMPLE, unavailable
 
 TOOLS = ("pdfinfo", "pdftotext", "pdftoppm")
 
@@ -27,9 +27,7 @@ def need_tools() -> None:
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
     if missing:
         message = f"poppler-utils missing ({', '.join(missing)}): apt-get install poppler-utils"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message)
 
 
 def need_zbar() -> Any:
@@ -37,9 +35,7 @@ def need_zbar() -> Any:
         from pyzbar import pyzbar
     except (ImportError, OSError) as exc:  # OSError: the module is there, libzbar0 is not
         message = f"zbar missing ({exc}): apt-get install libzbar0; pip install pyzbar"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message)
     return pyzbar
 
 
@@ -47,9 +43,7 @@ def sample_text() -> tuple[dict[str, str], list[str]]:
     """The sample's header fields and its body paragraphs (one per non-empty line)."""
     if not SAMPLE.exists():
         message = f"the sample is missing: {SAMPLE}"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message)
     lines = SAMPLE.read_text(encoding="utf-8").splitlines()
     header: dict[str, str] = {}
     body: list[str] = []

@@ -29,7 +29,7 @@ from publisher.errors import Unauthorized
 from publisher.passwords import problems
 from publisher.store import schema as t
 from publisher.store.sql import ItemQuery, SqlStore
-from tests.conftest import REPO, SAMPLE
+from tests.conftest import REPO, SAMPLE, unavailable
 
 KEY = "dGVzdC1rZXktMzItYnl0ZXMtbG9uZy0uLi4uLi4uLi4="
 SAMPLE_INDEX_NO = "113308810026305088/2014-128123"
@@ -198,7 +198,7 @@ async def test_bad_import_files_stop_before_any_write(site: Path, tmp_path: Path
 def _make_run_import() -> list[str]:
     """The arguments `make run` gives `publisher import` (make -n: printed, not run)."""
     if shutil.which("make") is None:
-        pytest.skip("make is not installed (Debian: build-essential)")
+        unavailable("make is not installed (Debian: build-essential)")
     printed = subprocess.run(
         ["make", "-s", "-n", "run", "VENV=/nonexistent", "PUBLISHER=publisher"],
         cwd=REPO,
