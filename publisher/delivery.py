@@ -145,6 +145,8 @@ class Lane:
     #: senders waiting for a claimed row: one long-lived coroutine per slot, handed rows
     #: through a future each (cheaper than a task per attempt)
     idle: deque[asyncio.Future[tuple[Claimed, Any]]] = field(default_factory=deque)
+    #: its last turn failed (the worker is degraded until it succeeds again)
+    failing: bool = False
 
     @property
     def flush_at(self) -> int:
@@ -238,7 +240,6 @@ class DeliveryWorker:
         self._in_flight: set[int] = set()
         #: consecutive failed turns per lane, and when the first of them failed
         self.failing_since: float | None = None
-        self._failed_lanes: set[int] = set()
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -465,8 +466,8 @@ class DeliveryWorker:
                 backoff = min(backoff * 2, TURN_BACKOFF_CAP_SECONDS)
 
     def _turn_failed(self, lane: Lane, channel: str, exc: Exception, backoff: float) -> None:
-        first = id(lane) not in self._failed_lanes
-        self._failed_lanes.add(id(lane))
+        first = not lane.failing
+        lane.failing = True
         if self.failing_since is None:
             self.failing_since = time.time()
         METRICS.turn_failed(channel)
@@ -481,9 +482,9 @@ class DeliveryWorker:
 
     def _turn_succeeded(self, lane: Lane) -> None:
         METRICS.last_turn.set(time.time())
-        if self._failed_lanes:
-            self._failed_lanes.discard(id(lane))
-            if not self._failed_lanes:
+        if lane.failing:
+            lane.failing = False
+            if not any(ln.failing for rt in self.channels.values() for ln in rt.lanes):
                 log.info("delivery turns succeed again")
                 self.failing_since = None
             METRICS.outcomes_waiting.set(self.outcomes_waiting)

@@ -807,11 +807,7 @@ class Ledger:
         retried.
         """
         d = t.deliveries
-        async with self.store.read() as conn:
-            status = await conn.scalar(sa.select(t.items.c.status).where(t.items.c.id == item_id))
-        retryable = sa.and_(
-            d.c.item_id == item_id, d.c.state.in_([s.value for s in RETRYABLE_BY_STAFF])
-        )
+        retryable, status = await self._staff_retryable(item_id)
         left = 0
         if status in TAKEN_DOWN:
             async with self.store.read() as conn:
@@ -836,15 +832,21 @@ class Ledger:
 
     async def retryable(self, item_id: str) -> int:
         """How many rows `retry` would requeue now (the staff UI offers it only then)."""
+        where, status = await self._staff_retryable(item_id)
+        if status in TAKEN_DOWN:
+            where = sa.and_(where, t.deliveries.c.publishes.is_(False))
+        async with self.store.read() as conn:
+            return int(await conn.scalar(sa.select(sa.func.count()).where(where)) or 0)
+
+    async def _staff_retryable(self, item_id: str) -> tuple[sa.ColumnElement[bool], Any]:
+        """The item's rows staff may requeue (failed, unknown), and the item's status."""
         d = t.deliveries
         async with self.store.read() as conn:
             status = await conn.scalar(sa.select(t.items.c.status).where(t.items.c.id == item_id))
-            query = sa.select(sa.func.count()).where(
-                d.c.item_id == item_id, d.c.state.in_([s.value for s in RETRYABLE_BY_STAFF])
-            )
-            if status in TAKEN_DOWN:
-                query = query.where(d.c.publishes.is_(False))
-            return int(await conn.scalar(query) or 0)
+        where = sa.and_(
+            d.c.item_id == item_id, d.c.state.in_([s.value for s in RETRYABLE_BY_STAFF])
+        )
+        return where, status
 
     async def counts(self, item_id: str) -> dict[str, dict[str, int]]:
         d = t.deliveries
